@@ -1,0 +1,238 @@
+from django.contrib import admin, messages
+from django.db.models import Count, F, Q
+
+from runs.models import (
+    Checkpoint,
+    Dataset,
+    DatasetVersion,
+    Membership,
+    Pipeline,
+    Queue,
+    Run,
+    Series,
+    StageDefinition,
+    StageRun,
+    Team,
+    WorkerLease,
+)
+
+
+class MembershipInline(admin.TabularInline):
+    model = Membership
+    extra = 0
+    autocomplete_fields = ["user"]
+
+
+@admin.register(Team)
+class TeamAdmin(admin.ModelAdmin):
+    list_display = ["name", "slug", "member_count", "created_at"]
+    search_fields = ["name", "slug"]
+    prepopulated_fields = {"slug": ["name"]}
+    inlines = [MembershipInline]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(_members=Count("memberships"))
+
+    @admin.display(ordering="_members", description="members")
+    def member_count(self, obj: Team) -> int:
+        return obj._members
+
+
+@admin.register(Membership)
+class MembershipAdmin(admin.ModelAdmin):
+    list_display = ["user", "team", "role", "created_at"]
+    list_filter = ["role", "team"]
+    search_fields = ["user__username", "team__name"]
+    autocomplete_fields = ["user", "team"]
+
+
+class DatasetVersionInline(admin.TabularInline):
+    model = DatasetVersion
+    extra = 0
+    readonly_fields = [
+        "version",
+        "format",
+        "size_bytes",
+        "content_hash",
+        "storage_path",
+        "created_at",
+    ]
+
+
+@admin.register(Dataset)
+class DatasetAdmin(admin.ModelAdmin):
+    list_display = ["name", "team", "version_count", "created_at"]
+    list_filter = ["team"]
+    search_fields = ["name", "description"]
+    inlines = [DatasetVersionInline]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(_versions=Count("versions"))
+
+    @admin.display(ordering="_versions", description="versions")
+    def version_count(self, obj: Dataset) -> int:
+        return obj._versions
+
+
+@admin.register(DatasetVersion)
+class DatasetVersionAdmin(admin.ModelAdmin):
+    list_display = ["dataset", "version", "format", "size_bytes", "short_hash", "created_at"]
+    list_filter = ["format", "dataset__team"]
+    search_fields = ["dataset__name", "content_hash"]
+    readonly_fields = ["content_hash", "size_bytes", "created_at"]
+
+    @admin.display(description="hash")
+    def short_hash(self, obj: DatasetVersion) -> str:
+        return obj.content_hash[:12]
+
+
+class StageDefinitionInline(admin.StackedInline):
+    model = StageDefinition
+    extra = 0
+
+
+@admin.register(Pipeline)
+class PipelineAdmin(admin.ModelAdmin):
+    list_display = ["name", "team", "stage_count", "run_count", "updated_at"]
+    list_filter = ["team"]
+    search_fields = ["name", "description"]
+    inlines = [StageDefinitionInline]
+
+    def get_queryset(self, request):
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(_stages=Count("stages", distinct=True), _runs=Count("runs", distinct=True))
+        )
+
+    @admin.display(ordering="_stages", description="stages")
+    def stage_count(self, obj: Pipeline) -> int:
+        return obj._stages
+
+    @admin.display(ordering="_runs", description="runs")
+    def run_count(self, obj: Pipeline) -> int:
+        return obj._runs
+
+
+class StageRunInline(admin.TabularInline):
+    model = StageRun
+    extra = 0
+    can_delete = False
+    fields = ["stage_index", "name", "state", "start_step", "end_step", "last_step", "attempts"]
+    readonly_fields = fields
+
+
+@admin.register(Run)
+class RunAdmin(admin.ModelAdmin):
+    list_display = ["id", "name", "team", "pipeline", "queue", "state", "priority", "created_at"]
+    list_filter = ["state", "queue", "team"]
+    search_fields = ["name", "tags"]
+    readonly_fields = [
+        "plan",
+        "parent",
+        "fork_checkpoint",
+        "queued_at",
+        "started_at",
+        "finished_at",
+    ]
+    inlines = [StageRunInline]
+
+
+@admin.register(StageRun)
+class StageRunAdmin(admin.ModelAdmin):
+    list_display = ["id", "run", "stage_index", "name", "state", "progress", "attempts"]
+    list_filter = ["state"]
+    search_fields = ["run__name", "name"]
+    readonly_fields = ["traceback"]
+
+    @admin.display(description="progress")
+    def progress(self, obj: StageRun) -> str:
+        done = (obj.last_step or obj.start_step) - obj.start_step
+        return f"{done}/{obj.end_step - obj.start_step}"
+
+
+@admin.register(Checkpoint)
+class CheckpointAdmin(admin.ModelAdmin):
+    list_display = ["run", "step", "stage_run", "stage_end", "size_bytes", "created_at"]
+    list_filter = ["stage_end"]
+    search_fields = ["run__name", "path"]
+
+
+@admin.register(Queue)
+class QueueAdmin(admin.ModelAdmin):
+    list_display = ["name", "priority", "paused", "max_concurrent", "running", "waiting", "teams"]
+    list_editable = ["priority", "paused", "max_concurrent"]
+    list_filter = ["paused"]
+    search_fields = ["name", "description"]
+    filter_horizontal = ["allowed_teams"]
+    actions = ["pause", "resume", "raise_priority", "lower_priority", "more_concurrency",
+               "less_concurrency"]  # fmt: skip
+
+    def get_queryset(self, request):
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(
+                _running=Count("runs", filter=Q(runs__state="running"), distinct=True),
+                _waiting=Count("runs", filter=Q(runs__state="queued"), distinct=True),
+            )
+            .prefetch_related("allowed_teams")
+        )
+
+    @admin.display(ordering="_running", description="running")
+    def running(self, obj: Queue) -> int:
+        return obj._running
+
+    @admin.display(ordering="_waiting", description="queued")
+    def waiting(self, obj: Queue) -> int:
+        return obj._waiting
+
+    @admin.display(description="allowed teams")
+    def teams(self, obj: Queue) -> str:
+        return ", ".join(t.name for t in obj.allowed_teams.all()) or "all"
+
+    def _done(self, request, n: int, what: str) -> None:
+        self.message_user(request, f"{n} queue(s) {what}.", messages.SUCCESS)
+
+    @admin.action(description="Pause selected queues")
+    def pause(self, request, queryset):
+        self._done(request, queryset.update(paused=True), "paused")
+
+    @admin.action(description="Resume selected queues")
+    def resume(self, request, queryset):
+        from runs.services.dispatch import dispatch
+
+        n = queryset.update(paused=False)
+        dispatch()
+        self._done(request, n, "resumed")
+
+    @admin.action(description="Raise priority by 1")
+    def raise_priority(self, request, queryset):
+        self._done(request, queryset.update(priority=F("priority") + 1), "raised")
+
+    @admin.action(description="Lower priority by 1")
+    def lower_priority(self, request, queryset):
+        self._done(request, queryset.update(priority=F("priority") - 1), "lowered")
+
+    @admin.action(description="Allow one more concurrent run")
+    def more_concurrency(self, request, queryset):
+        n = queryset.update(max_concurrent=F("max_concurrent") + 1)
+        self._done(request, n, "widened")
+
+    @admin.action(description="Allow one fewer concurrent run (minimum 1)")
+    def less_concurrency(self, request, queryset):
+        n = queryset.filter(max_concurrent__gt=1).update(max_concurrent=F("max_concurrent") - 1)
+        self._done(request, n, "narrowed")
+
+
+@admin.register(WorkerLease)
+class WorkerLeaseAdmin(admin.ModelAdmin):
+    list_display = ["stage_run", "worker_id", "acquired_at", "heartbeat_at", "expires_at"]
+    search_fields = ["worker_id"]
+
+
+@admin.register(Series)
+class SeriesAdmin(admin.ModelAdmin):
+    list_display = ["run", "stage_run", "key", "count", "first_step", "last_step"]
+    search_fields = ["key", "run__name"]
+    readonly_fields = ["count", "first_step", "last_step"]

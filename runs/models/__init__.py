@@ -1,0 +1,27 @@
+from runs.models.datasets import Dataset, DatasetVersion
+from runs.models.metrics import MetricPoint, Series, SeriesRollup
+from runs.models.pipelines import Pipeline, StageDefinition
+from runs.models.queues import Queue, WorkerLease
+from runs.models.runs import Checkpoint, InvalidTransition, Run, RunState, StageRun, StageState
+from runs.models.teams import Membership, Role, Team
+
+__all__ = [
+    "Checkpoint",
+    "Dataset",
+    "DatasetVersion",
+    "InvalidTransition",
+    "Membership",
+    "MetricPoint",
+    "Pipeline",
+    "Queue",
+    "Role",
+    "Run",
+    "RunState",
+    "Series",
+    "SeriesRollup",
+    "StageDefinition",
+    "StageRun",
+    "StageState",
+    "Team",
+    "WorkerLease",
+]

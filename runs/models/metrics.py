@@ -1,0 +1,84 @@
+"""Metric storage shaped for the hot path (DESIGN.md "Metrics: the hot path").
+
+Points live in a narrow table whose primary key is (series, step): ingest is a COPY into a
+temporary table then INSERT .. ON CONFLICT (series_id, step) DO UPDATE, so a replayed batch
+never duplicates. Rollups hold min/max/last per bucket at geometrically growing bucket widths.
+"""
+
+from django.db import models
+from django.db.models import F, Q
+
+
+class Series(models.Model):
+    run = models.ForeignKey("runs.Run", on_delete=models.CASCADE, related_name="series")
+    stage_run = models.ForeignKey(
+        "runs.StageRun", on_delete=models.CASCADE, null=True, blank=True, related_name="series"
+    )
+    key = models.CharField(max_length=200)
+    first_step = models.BigIntegerField(null=True, blank=True)
+    last_step = models.BigIntegerField(null=True, blank=True)
+    count = models.BigIntegerField(default=0)
+
+    class Meta:
+        verbose_name_plural = "series"
+        constraints = [
+            # NULLS NOT DISTINCT: points sent by API clients without a stage share one series.
+            models.UniqueConstraint(
+                fields=["run", "stage_run", "key"],
+                name="series_unique_run_stage_key",
+                nulls_distinct=False,
+            ),
+            models.CheckConstraint(condition=~Q(key=""), name="series_key_not_empty"),
+            models.CheckConstraint(condition=Q(count__gte=0), name="series_count_gte_0"),
+        ]
+        indexes = [models.Index(fields=["run", "key"])]
+
+    def __str__(self) -> str:
+        return f"{self.run_id}:{self.key}"
+
+
+class MetricPoint(models.Model):
+    pk = models.CompositePrimaryKey("series_id", "step")
+    series = models.ForeignKey(Series, on_delete=models.CASCADE, db_index=False)
+    step = models.BigIntegerField()
+    value = models.FloatField()
+    wall_time = models.FloatField(help_text="unix seconds")
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=Q(step__gte=0), name="point_step_gte_0"),
+            models.CheckConstraint(
+                condition=Q(value__gt=float("-inf")) & Q(value__lt=float("inf")),
+                name="point_value_finite",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.series_id}@{self.step}={self.value}"
+
+
+class SeriesRollup(models.Model):
+    """One bucket of a downsampled level: bucket b of level l covers steps [b*w, (b+1)*w)
+    with w = ROLLUP_BASE * 4**l."""
+
+    pk = models.CompositePrimaryKey("series_id", "level", "bucket")
+    series = models.ForeignKey(Series, on_delete=models.CASCADE, db_index=False)
+    level = models.SmallIntegerField()
+    bucket = models.BigIntegerField()
+    min_value = models.FloatField()
+    max_value = models.FloatField()
+    last_step = models.BigIntegerField()
+    last_value = models.FloatField()
+    count = models.IntegerField()
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=Q(level__gte=0), name="rollup_level_gte_0"),
+            models.CheckConstraint(
+                condition=Q(min_value__lte=F("max_value")), name="rollup_min_le_max"
+            ),
+            models.CheckConstraint(condition=Q(count__gt=0), name="rollup_count_gt_0"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.series_id} L{self.level} b{self.bucket}"

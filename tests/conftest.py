@@ -1,0 +1,47 @@
+"""Test session wiring: real PostgreSQL and Redis (embedded unless DATABASE_URL/REDIS_URL are
+set), logged-in API clients and model factories."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from django.conf import settings
+from rest_framework.test import APIClient
+
+from tests import factories
+
+
+def pytest_sessionfinish(session, exitstatus):
+    # Stop the embedded servers this test data dir uses unless asked to keep them warm.
+    if settings.configured and getattr(settings, "STAGEWISE_EMBEDDED", False):
+        if not os.environ.get("STAGEWISE_KEEP_SERVICES"):
+            from pathlib import Path
+
+            from webapp.embedded import stop_all
+
+            stop_all(Path(settings.STAGEWISE_DATA_DIR))
+
+
+@pytest.fixture
+def team(db):
+    return factories.TeamFactory()
+
+
+@pytest.fixture
+def user(team):
+    u = factories.UserFactory()
+    factories.MembershipFactory(user=u, team=team, role="member")
+    return u
+
+
+@pytest.fixture
+def api(user) -> APIClient:
+    client = APIClient()
+    client.force_authenticate(user)
+    return client
+
+
+@pytest.fixture
+def queue(db):
+    return factories.QueueFactory()

@@ -1,0 +1,130 @@
+import factory
+from django.contrib.auth import get_user_model
+from django.utils import timezone
+
+from runs import models
+
+
+class UserFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = get_user_model()
+        skip_postgeneration_save = True
+
+    username = factory.Sequence(lambda n: f"user{n}")
+    password = factory.PostGenerationMethodCall("set_password", "pw-for-tests-1")
+
+
+class TeamFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = models.Team
+
+    name = factory.Sequence(lambda n: f"Team {n}")
+    slug = factory.Sequence(lambda n: f"team-{n}")
+
+
+class MembershipFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = models.Membership
+
+    user = factory.SubFactory(UserFactory)
+    team = factory.SubFactory(TeamFactory)
+    role = "member"
+
+
+class QueueFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = models.Queue
+
+    name = factory.Sequence(lambda n: f"queue-{n}")
+    max_concurrent = 1
+
+
+class DatasetFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = models.Dataset
+
+    team = factory.SubFactory(TeamFactory)
+    name = factory.Sequence(lambda n: f"dataset-{n}")
+
+
+class DatasetVersionFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = models.DatasetVersion
+
+    dataset = factory.SubFactory(DatasetFactory)
+    version = factory.Sequence(lambda n: n + 1)
+    format = "text"
+    size_bytes = 10
+    content_hash = factory.Sequence(lambda n: f"{n:064x}")
+    storage_path = "/tmp/x.txt"
+
+
+class PipelineFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = models.Pipeline
+
+    team = factory.SubFactory(TeamFactory)
+    name = factory.Sequence(lambda n: f"pipeline-{n}")
+
+
+class StageDefinitionFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = models.StageDefinition
+
+    pipeline = factory.SubFactory(PipelineFactory)
+    order = factory.Sequence(lambda n: n)
+    name = factory.Sequence(lambda n: f"stage-{n}")
+    objective = "causal_lm"
+    data_sources = [{"source": "builtin:prose", "weight": 1.0}]
+    budget = 100
+    lr_schedule = {"type": "constant", "lr": 1e-3}
+
+
+class RunFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = models.Run
+
+    team = factory.SubFactory(TeamFactory)
+    queue = factory.SubFactory(QueueFactory)
+    name = factory.Sequence(lambda n: f"run-{n}")
+    plan = {}
+
+
+class StageRunFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = models.StageRun
+
+    run = factory.SubFactory(RunFactory)
+    stage_index = factory.Sequence(lambda n: n)
+    name = "stage"
+    start_step = 0
+    end_step = 100
+
+
+class CheckpointFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = models.Checkpoint
+
+    stage_run = factory.SubFactory(StageRunFactory)
+    run = factory.SelfAttribute("stage_run.run")
+    step = factory.Sequence(lambda n: n * 10)
+    path = "/tmp/ckpt"
+
+
+class SeriesFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = models.Series
+
+    run = factory.SubFactory(RunFactory)
+    key = factory.Sequence(lambda n: f"train/loss{n}")
+
+
+class WorkerLeaseFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = models.WorkerLease
+
+    stage_run = factory.SubFactory(StageRunFactory)
+    worker_id = "w1"
+    acquired_at = factory.LazyFunction(timezone.now)
+    heartbeat_at = factory.SelfAttribute("acquired_at")
+    expires_at = factory.LazyAttribute(lambda o: o.heartbeat_at + timezone.timedelta(seconds=30))
