@@ -6,14 +6,14 @@ from __future__ import annotations
 import os
 
 import pytest
-from django.conf import settings
-from rest_framework.test import APIClient
 
-from tests import factories
+# Django-only imports stay inside fixtures: tests/trainers runs without Django too.
 
 
 def pytest_sessionfinish(session, exitstatus):
     # Stop the embedded servers this test data dir uses unless asked to keep them warm.
+    from django.conf import settings
+
     if settings.configured and getattr(settings, "STAGEWISE_EMBEDDED", False):
         if not os.environ.get("STAGEWISE_KEEP_SERVICES"):
             from pathlib import Path
@@ -25,18 +25,24 @@ def pytest_sessionfinish(session, exitstatus):
 
 @pytest.fixture
 def team(db):
+    from tests import factories
+
     return factories.TeamFactory()
 
 
 @pytest.fixture
 def user(team):
+    from tests import factories
+
     u = factories.UserFactory()
     factories.MembershipFactory(user=u, team=team, role="member")
     return u
 
 
 @pytest.fixture
-def api(user) -> APIClient:
+def api(user):
+    from rest_framework.test import APIClient
+
     client = APIClient()
     client.force_authenticate(user)
     return client
@@ -44,4 +50,6 @@ def api(user) -> APIClient:
 
 @pytest.fixture
 def queue(db):
+    from tests import factories
+
     return factories.QueueFactory()

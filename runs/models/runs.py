@@ -1,3 +1,5 @@
+import uuid
+
 from django.conf import settings
 from django.contrib.postgres.fields import ArrayField
 from django.db import models
@@ -64,6 +66,9 @@ def _check(transitions: dict[str, set[str]], current: str, new: str, what: str) 
 
 
 class Run(TimeStampedModel):
+    uid = models.UUIDField(
+        default=uuid.uuid4, unique=True, editable=False, help_text="names the run's folder"
+    )
     team = models.ForeignKey("runs.Team", on_delete=models.PROTECT, related_name="runs")
     pipeline = models.ForeignKey(
         "runs.Pipeline", on_delete=models.SET_NULL, null=True, blank=True, related_name="runs"

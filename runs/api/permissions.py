@@ -1,0 +1,30 @@
+from rest_framework.exceptions import NotFound, PermissionDenied
+
+from runs.models import Run, Team
+from runs.selectors.runs import run_get
+from runs.selectors.teams import team_ids_for
+
+
+def visible_run(request, run_id: int) -> Run:
+    run = run_get(user=request.user, run_id=run_id)
+    if run is None:
+        raise NotFound(f"run {run_id} not found")
+    return run
+
+
+def require_write(request, team_id: int) -> None:
+    if team_id not in team_ids_for(request.user, write=True):
+        raise PermissionDenied("your role in this team is read-only (viewer)")
+
+
+def team_for_write(request, slug: str | None) -> Team:
+    ids = team_ids_for(request.user, write=True)
+    qs = Team.objects.filter(pk__in=ids)
+    team = qs.filter(slug=slug).first() if slug else qs.order_by("pk").first()
+    if team is None:
+        if slug and Team.objects.filter(slug=slug, pk__in=team_ids_for(request.user)).exists():
+            raise PermissionDenied(f"your role in team {slug!r} is read-only (viewer)")
+        raise PermissionDenied(
+            f"you are not a member of team {slug!r}" if slug else "you are not in any team"
+        )
+    return team

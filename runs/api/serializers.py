@@ -1,0 +1,115 @@
+"""Shapes only: input validation and output fields. No side effects (services do those)."""
+
+from rest_framework import serializers
+
+from runs.models import Checkpoint, Pipeline, Queue, Run, StageDefinition, StageRun
+
+MAX_POINTS_PER_REQUEST = 50_000
+
+
+class StageRunOut(serializers.ModelSerializer):
+    class Meta:
+        model = StageRun
+        fields = ["id", "stage_index", "name", "state", "start_step", "end_step", "last_step",
+                  "attempts", "started_at", "finished_at", "error"]  # fmt: skip
+
+
+class CheckpointOut(serializers.ModelSerializer):
+    stage_index = serializers.IntegerField(source="stage_run.stage_index")
+
+    class Meta:
+        model = Checkpoint
+        fields = ["id", "step", "stage_index", "stage_end", "size_bytes", "created_at"]
+
+
+class RunOut(serializers.ModelSerializer):
+    stages = StageRunOut(source="stage_runs", many=True, read_only=True)
+    queue = serializers.SlugRelatedField(slug_field="name", read_only=True)
+    team = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+    pipeline_name = serializers.CharField(source="pipeline.name", default=None, read_only=True)
+
+    class Meta:
+        model = Run
+        fields = ["id", "name", "team", "pipeline", "pipeline_name", "queue", "priority", "state",
+                  "tags", "seed", "parent", "fork_checkpoint", "created_at", "queued_at",
+                  "started_at", "finished_at", "error", "stages"]  # fmt: skip
+
+
+class RunDetailOut(RunOut):
+    class Meta(RunOut.Meta):
+        fields = [*RunOut.Meta.fields, "plan", "overrides"]
+
+
+class RunSubmitIn(serializers.Serializer):
+    pipeline = serializers.PrimaryKeyRelatedField(queryset=Pipeline.objects.all(), required=False)
+    plan = serializers.JSONField(required=False)
+    queue = serializers.SlugRelatedField(slug_field="name", queryset=Queue.objects.all())
+    name = serializers.CharField(max_length=200, required=False, allow_blank=True)
+    priority = serializers.IntegerField(default=0, min_value=-1000, max_value=1000)
+    tags = serializers.ListField(child=serializers.CharField(max_length=50), default=list)
+    overrides = serializers.DictField(default=dict)
+    team = serializers.SlugField(required=False, help_text="team slug; default: your first team")
+
+    def validate(self, attrs):
+        if ("pipeline" in attrs) == ("plan" in attrs):
+            raise serializers.ValidationError({"pipeline": "give exactly one of pipeline or plan"})
+        if "plan" in attrs and not isinstance(attrs["plan"], dict):
+            raise serializers.ValidationError({"plan": "must be a JSON object"})
+        return attrs
+
+
+class RunForkIn(serializers.Serializer):
+    checkpoint = serializers.IntegerField(help_text="id of a checkpoint of this run")
+    stages = serializers.ListField(child=serializers.DictField(), required=False)
+    queue = serializers.SlugRelatedField(
+        slug_field="name", queryset=Queue.objects.all(), required=False
+    )
+    name = serializers.CharField(max_length=200, required=False, allow_blank=True)
+
+
+class SeriesQuery(serializers.Serializer):
+    keys = serializers.CharField(help_text="comma-separated series keys")
+    min_step = serializers.IntegerField(required=False, min_value=0)
+    max_step = serializers.IntegerField(required=False, min_value=0)
+    max_points = serializers.IntegerField(default=1000, min_value=2, max_value=100_000)
+    after_step = serializers.IntegerField(required=False, min_value=-1)
+
+    def validate(self, attrs):
+        lo, hi = attrs.get("min_step"), attrs.get("max_step")
+        if lo is not None and hi is not None and lo > hi:
+            raise serializers.ValidationError({"min_step": "must not exceed max_step"})
+        attrs["keys"] = [k for k in attrs["keys"].split(",") if k]
+        if not attrs["keys"]:
+            raise serializers.ValidationError({"keys": "name at least one series key"})
+        return attrs
+
+
+class StageDefinitionIO(serializers.ModelSerializer):
+    class Meta:
+        model = StageDefinition
+        exclude = ["id", "pipeline"]
+
+
+class PipelineIO(serializers.ModelSerializer):
+    stages = StageDefinitionIO(many=True, read_only=True)
+    team = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+
+    class Meta:
+        model = Pipeline
+        fields = ["id", "team", "name", "description", "model_spec", "eval_sets", "seed",
+                  "stages", "created_at", "updated_at"]  # fmt: skip
+
+
+class PipelineIn(serializers.Serializer):
+    plan = serializers.JSONField(help_text="a trainers plan; its name names the pipeline")
+    description = serializers.CharField(required=False, allow_blank=True, default="")
+    team = serializers.SlugField(required=False)
+
+
+class QueueOut(serializers.ModelSerializer):
+    allowed_teams = serializers.SlugRelatedField(slug_field="slug", many=True, read_only=True)
+
+    class Meta:
+        model = Queue
+        fields = ["id", "name", "description", "priority", "paused", "max_concurrent",
+                  "allowed_teams"]  # fmt: skip

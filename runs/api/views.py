@@ -1,0 +1,204 @@
+"""REST API. Each view validates input, calls one service or selector, and shapes output."""
+
+from __future__ import annotations
+
+from django.db import transaction
+from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import extend_schema
+from rest_framework import status
+from rest_framework.exceptions import NotFound, PermissionDenied, ValidationError
+from rest_framework.generics import ListAPIView
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from runs.api import serializers as s
+from runs.api.permissions import require_write, team_for_write, visible_run
+from runs.models import Checkpoint, Pipeline, Queue
+from runs.selectors.runs import run_list
+from runs.selectors.series import MAX_RAW_AFTER, series_after, series_keys, series_window
+from runs.selectors.teams import team_ids_for
+from runs.services import runs as run_services
+from runs.services.errors import QueueAccessDenied
+from runs.services.ingest import IngestError, ingest_points, parse_points
+from runs.services.plans import pipeline_upsert_from_plan
+
+
+class RunListCreate(ListAPIView):
+    serializer_class = s.RunOut
+
+    def get_queryset(self):
+        keys = ("state", "pipeline", "queue", "tag", "search")
+        qs = run_list(user=self.request.user, filters={k: self.request.GET.get(k) for k in keys})
+        order = self.request.GET.get("ordering", "-created_at")
+        allowed = {"created_at", "-created_at", "name", "-name", "state", "-state", "priority",
+                   "-priority"}  # fmt: skip
+        if order not in allowed:
+            raise ValidationError({"ordering": f"must be one of {', '.join(sorted(allowed))}"})
+        return qs.order_by(order, "-pk")
+
+    @extend_schema(request=s.RunSubmitIn, responses={201: s.RunDetailOut})
+    def post(self, request):
+        data = s.RunSubmitIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        v = data.validated_data
+        team = team_for_write(request, v.get("team"))
+        if v.get("pipeline") and v["pipeline"].team_id != team.pk:
+            raise ValidationError({"pipeline": "not a pipeline of your team"})
+        try:
+            run = run_services.run_submit(
+                team=team,
+                queue=v["queue"],
+                pipeline=v.get("pipeline"),
+                plan=v.get("plan"),
+                name=v.get("name", ""),
+                overrides=v["overrides"],
+                priority=v["priority"],
+                tags=v["tags"],
+                user=request.user,
+            )
+        except QueueAccessDenied as exc:
+            raise PermissionDenied(str(exc)) from None
+        return Response(s.RunDetailOut(run).data, status=status.HTTP_201_CREATED)
+
+
+class RunDetail(APIView):
+    @extend_schema(responses=s.RunDetailOut)
+    def get(self, request, run_id: int):
+        return Response(s.RunDetailOut(visible_run(request, run_id)).data)
+
+
+class RunCancel(APIView):
+    @extend_schema(request=None, responses=s.RunDetailOut)
+    def post(self, request, run_id: int):
+        run = visible_run(request, run_id)
+        require_write(request, run.team_id)
+        run = run_services.run_cancel(run=run)
+        return Response(s.RunDetailOut(visible_run(request, run.pk)).data)
+
+
+class RunFork(APIView):
+    @extend_schema(request=s.RunForkIn, responses={201: s.RunDetailOut})
+    def post(self, request, run_id: int):
+        parent = visible_run(request, run_id)
+        data = s.RunForkIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        v = data.validated_data
+        team = team_for_write(request, parent.team.slug)
+        ckpt = Checkpoint.objects.filter(pk=v["checkpoint"], run=parent).first()
+        if ckpt is None:
+            raise ValidationError(
+                {"checkpoint": f"run {parent.pk} has no checkpoint {v['checkpoint']}"}
+            )
+        try:
+            run = run_services.run_fork(
+                checkpoint=ckpt,
+                stages=v.get("stages"),
+                queue=v.get("queue"),
+                name=v.get("name", ""),
+                user=request.user,
+                team=team,
+            )
+        except QueueAccessDenied as exc:
+            raise PermissionDenied(str(exc)) from None
+        return Response(s.RunDetailOut(run).data, status=status.HTTP_201_CREATED)
+
+
+class RunCheckpoints(APIView):
+    @extend_schema(responses=s.CheckpointOut(many=True))
+    def get(self, request, run_id: int):
+        run = visible_run(request, run_id)
+        qs = run.checkpoints.select_related("stage_run").order_by("step")
+        return Response(s.CheckpointOut(qs, many=True).data)
+
+
+class RunMetrics(APIView):
+    """POST a batch of up to 50,000 points; GET lists the run's series keys."""
+
+    @extend_schema(request=None, responses={200: dict})
+    def post(self, request, run_id: int):
+        run = visible_run(request, run_id)
+        require_write(request, run.team_id)
+        raw = request.data.get("points") if isinstance(request.data, dict) else None
+        try:
+            points = parse_points(raw, limit=s.MAX_POINTS_PER_REQUEST)
+            n = ingest_points(run_id=run.pk, stage_run_id=None, points=points)
+        except IngestError as exc:
+            return Response(
+                {"detail": str(exc), "index": exc.index, "field": exc.field, "reason": exc.reason},
+                status=status.HTTP_400_BAD_REQUEST,
+            )
+        return Response({"accepted": n})
+
+    def get(self, request, run_id: int):
+        run = visible_run(request, run_id)
+        return Response({"keys": series_keys(run_id=run.pk)})
+
+
+class RunSeries(APIView):
+    @extend_schema(parameters=[s.SeriesQuery], responses={200: dict})
+    def get(self, request, run_id: int):
+        run = visible_run(request, run_id)
+        q = s.SeriesQuery(data=request.GET)
+        q.is_valid(raise_exception=True)
+        v = q.validated_data
+        if "after_step" in v:
+            limit = min(
+                v["max_points"] if "max_points" in request.GET else MAX_RAW_AFTER, MAX_RAW_AFTER
+            )
+            series = series_after(
+                run_id=run.pk, keys=v["keys"], after_step=v["after_step"], limit=limit
+            )
+        else:
+            series = series_window(
+                run_id=run.pk,
+                keys=v["keys"],
+                min_step=v.get("min_step"),
+                max_step=v.get("max_step"),
+                max_points=v["max_points"],
+            )
+        return Response({"run": run.pk, "series": series})
+
+
+class PipelineListCreate(ListAPIView):
+    serializer_class = s.PipelineIO
+
+    def get_queryset(self):
+        return (
+            Pipeline.objects.filter(team_id__in=team_ids_for(self.request.user))
+            .select_related("team")
+            .prefetch_related("stages")
+            .order_by("name")
+        )
+
+    @extend_schema(request=s.PipelineIn, responses={201: s.PipelineIO})
+    def post(self, request):
+        data = s.PipelineIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        v = data.validated_data
+        if not isinstance(v["plan"], dict):
+            raise ValidationError({"plan": "must be a JSON object"})
+        team = team_for_write(request, v.get("team"))
+        with transaction.atomic():
+            pipeline = pipeline_upsert_from_plan(team=team, plan=v["plan"], user=request.user)
+            if v["description"]:
+                pipeline.description = v["description"]
+                pipeline.save(update_fields=["description"])
+        return Response(s.PipelineIO(pipeline).data, status=status.HTTP_201_CREATED)
+
+
+class PipelineDetail(APIView):
+    def _get(self, request, pipeline_id: int) -> Pipeline:
+        qs = Pipeline.objects.filter(team_id__in=team_ids_for(request.user))
+        try:
+            return get_object_or_404(qs, pk=pipeline_id)
+        except Exception:
+            raise NotFound(f"pipeline {pipeline_id} not found") from None
+
+    @extend_schema(responses=s.PipelineIO)
+    def get(self, request, pipeline_id: int):
+        return Response(s.PipelineIO(self._get(request, pipeline_id)).data)
+
+
+class QueueList(ListAPIView):
+    serializer_class = s.QueueOut
+    queryset = Queue.objects.prefetch_related("allowed_teams").order_by("-priority", "name")

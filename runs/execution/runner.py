@@ -1,0 +1,55 @@
+"""Execute one stage run on this worker: lease, engine, sink, state changes."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import traceback
+
+from runs.execution.heartbeat import Heartbeat
+from runs.execution.sink import DjangoSink
+from runs.services.leases import lease_acquire
+from runs.services.runs import run_dir
+from runs.services.stages import stage_canceled, stage_failed, stage_succeeded
+from trainers.engine import run_stage
+from trainers.events import StageCanceled
+from trainers.plan import validate_plan
+
+log = logging.getLogger(__name__)
+
+
+def worker_identity() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def execute(stage_run_id: int, token: str) -> str:
+    worker_id = worker_identity()
+    sr = lease_acquire(stage_run_id=stage_run_id, token=token, worker_id=worker_id)
+    if sr is None:
+        return "skipped: stage run is held by another worker or not runnable"
+    run = sr.run
+    sink = DjangoSink(sr)
+    with Heartbeat(stage_run_id=sr.pk, run_id=run.pk, worker_id=worker_id) as hb:
+        try:
+            plan = validate_plan(run.plan, check_files=True)
+            run_stage(plan, sr.stage_index, run_dir(run), sink, control=hb)
+            sink.close()
+        except StageCanceled as exc:
+            sink.close()
+            if hb.lease_lost.is_set() and not hb.canceled.is_set():
+                return "lease lost: another worker took over"
+            stage_canceled(stage_run=sr, worker_id=worker_id, step=exc.step)
+            return "canceled"
+        except Exception as exc:
+            sink.close()
+            stage_failed(
+                stage_run=sr,
+                worker_id=worker_id,
+                error=f"{type(exc).__name__}: {exc}",
+                traceback=traceback.format_exc(),
+            )
+            log.exception("stage run %s failed", sr.pk)
+            return "failed"
+    stage_succeeded(stage_run=sr, worker_id=worker_id)
+    return "succeeded"

@@ -1,0 +1,111 @@
+"""The worker-side MetricSink: buffers the engine's points and ingests them in batches.
+
+Flushes every 250 ms or at 1,000 points, whichever comes first, from a background thread.
+A flush that fails (Postgres or Redis briefly away) keeps the buffer and is retried, so a
+short outage delays points but loses none; stage end waits until everything is stored.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from django.db import close_old_connections
+
+from runs.models import StageRun
+from runs.services.ingest import IngestPoint, ingest_points
+from runs.services.stages import checkpoint_record, stage_progress
+from trainers.events import CheckpointInfo, Point
+
+log = logging.getLogger(__name__)
+
+FLUSH_SECONDS = 0.25
+FLUSH_POINTS = 1000
+
+
+class DjangoSink:
+    def __init__(self, stage_run: StageRun, *, flush_seconds: float = FLUSH_SECONDS):
+        self.stage_run = stage_run
+        self.flush_seconds = flush_seconds
+        self._buf: list[Point] = []
+        self._lock = threading.Lock()
+        self._flush_lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="metrics-flush", daemon=True)
+        self._thread.start()
+
+    # -- MetricSink
+    def run_started(self, plan) -> None:
+        pass
+
+    def stage_started(self, stage_index: int, start_step: int) -> None:
+        pass
+
+    def points(self, points: list[Point]) -> None:
+        with self._lock:
+            self._buf.extend(points)
+            full = len(self._buf) >= FLUSH_POINTS
+        if full:
+            self._wake.set()
+
+    def checkpoint_saved(self, info: CheckpointInfo) -> None:
+        self.flush(wait=True)  # points up to the checkpoint are durable before it is indexed
+        checkpoint_record(
+            stage_run=self.stage_run, path=info.path, step=info.step, stage_end=info.stage_end
+        )
+
+    def stage_finished(self, stage_index: int, end_step: int) -> None:
+        self.flush(wait=True)
+
+    def run_finished(self) -> None:
+        pass
+
+    def error(self, message: str, traceback: str) -> None:
+        pass
+
+    # -- buffering
+    def flush(self, *, wait: bool = False, timeout: float = 120.0) -> bool:
+        """Ingest what is buffered. With wait=True, retry until stored or timeout."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if self._flush_once():
+                return True
+            if not wait or time.monotonic() > deadline:
+                return False
+            time.sleep(0.5)
+
+    def _flush_once(self) -> bool:
+        with self._flush_lock:
+            with self._lock:
+                batch, self._buf = self._buf, []
+            if not batch:
+                return True
+            try:
+                ingest_points(
+                    run_id=self.stage_run.run_id,
+                    stage_run_id=self.stage_run.pk,
+                    points=[IngestPoint(p.key, p.step, p.value, p.time) for p in batch],
+                )
+                stage_progress(stage_run_id=self.stage_run.pk, step=max(p.step for p in batch))
+                return True
+            except Exception:
+                log.warning("metric flush failed; will retry", exc_info=True)
+                close_old_connections()
+                with self._lock:
+                    self._buf[:0] = batch
+                return False
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self.flush_seconds)
+            self._wake.clear()
+            self._flush_once()
+        close_old_connections()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout=5)
+        self.flush(wait=True)

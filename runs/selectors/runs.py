@@ -1,0 +1,32 @@
+from django.db.models import Prefetch, Q, QuerySet
+
+from runs.models import Run, StageRun
+from runs.selectors.teams import team_ids_for
+
+
+def run_list(*, user, filters: dict | None = None) -> QuerySet[Run]:
+    """The user's teams' runs with what a list row needs, in two queries."""
+    f = filters or {}
+    qs = (
+        Run.objects.filter(team_id__in=team_ids_for(user))
+        .select_related("pipeline", "queue", "team", "parent")
+        .prefetch_related(Prefetch("stage_runs", queryset=StageRun.objects.order_by("stage_index")))
+    )
+    if f.get("state"):
+        qs = qs.filter(state__in=str(f["state"]).split(","))
+    if f.get("pipeline"):
+        qs = qs.filter(pipeline_id=f["pipeline"])
+    if f.get("queue"):
+        qs = qs.filter(queue__name=f["queue"])
+    if f.get("tag"):
+        qs = qs.filter(tags__contains=[f["tag"]])
+    if f.get("search"):
+        s = f["search"]
+        qs = qs.filter(
+            Q(name__icontains=s) | Q(pipeline__name__icontains=s) | Q(tags__contains=[s])
+        )
+    return qs
+
+
+def run_get(*, user, run_id: int) -> Run | None:
+    return run_list(user=user).filter(pk=run_id).first()

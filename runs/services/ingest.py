@@ -1,0 +1,211 @@
+"""Batched, idempotent metric ingest (DESIGN.md "Metrics: the hot path").
+
+One batch = one transaction: COPY the points into a temporary table, create missing series,
+INSERT .. ON CONFLICT (series_id, step) DO UPDATE (a re-sent point replaces, never
+duplicates), then rebuild the touched rollup buckets level by level from the level below,
+so the downsampled levels stay exact even when a value is replaced. After commit, one
+message per batch goes to the run's channel group.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from django.db import connection, transaction
+
+ROLLUP_BASE = 16  # steps per bucket at level 0
+ROLLUP_FANOUT = 4  # each level's buckets are 4x wider than the level below
+ROLLUP_LEVELS = 10  # level 9 buckets span 16 * 4**9 ≈ 4.2M steps
+MAX_KEY_LENGTH = 200
+
+
+@dataclass(frozen=True, slots=True)
+class IngestPoint:
+    key: str
+    step: int
+    value: float
+    time: float | None = None
+
+
+class IngestError(ValueError):
+    """A bad point; ``index`` is its position in the batch."""
+
+    def __init__(self, index: int, field: str, reason: str):
+        self.index, self.field, self.reason = index, field, reason
+        super().__init__(f"points[{index}].{field}: {reason}")
+
+
+def bucket_width(level: int) -> int:
+    return ROLLUP_BASE * ROLLUP_FANOUT**level
+
+
+def validate_points(points: Sequence[IngestPoint]) -> None:
+    for i, p in enumerate(points):
+        if not isinstance(p.key, str) or not p.key:
+            raise IngestError(i, "key", "must be a non-empty string")
+        if len(p.key) > MAX_KEY_LENGTH:
+            raise IngestError(i, "key", f"longer than {MAX_KEY_LENGTH} characters")
+        if isinstance(p.step, bool) or not isinstance(p.step, int) or p.step < 0:
+            raise IngestError(i, "step", "must be a non-negative integer")
+        if isinstance(p.value, bool) or not isinstance(p.value, int | float):
+            raise IngestError(i, "value", "must be a number")
+        if not math.isfinite(p.value):
+            raise IngestError(i, "value", "must be finite")
+        if p.time is not None and (
+            isinstance(p.time, bool)
+            or not isinstance(p.time, int | float)
+            or not math.isfinite(p.time)
+        ):
+            raise IngestError(i, "time", "must be a finite number of unix seconds")
+
+
+_TMP = """
+CREATE TEMP TABLE IF NOT EXISTS ingest_tmp (
+    key text NOT NULL, step bigint NOT NULL, value double precision NOT NULL,
+    wall_time double precision NOT NULL
+) ON COMMIT DELETE ROWS
+"""
+
+
+def _rollup_sql(level: int) -> str:
+    w = bucket_width(level)
+    if level == 0:
+        source = f"""
+            SELECT p.series_id, p.step / {w} AS bucket, min(p.value) AS mn, max(p.value) AS mx,
+                   max(p.step) AS ls, (array_agg(p.value ORDER BY p.step DESC))[1] AS lv,
+                   count(*) AS n
+            FROM runs_metricpoint p
+            JOIN (SELECT DISTINCT series_id, step / {w} AS b FROM ingest_touched) t
+              ON p.series_id = t.series_id AND p.step >= t.b * {w} AND p.step < (t.b + 1) * {w}
+            GROUP BY p.series_id, p.step / {w}"""
+    else:
+        f = ROLLUP_FANOUT
+        source = f"""
+            SELECT r.series_id, r.bucket / {f} AS bucket, min(r.min_value), max(r.max_value),
+                   max(r.last_step), (array_agg(r.last_value ORDER BY r.last_step DESC))[1],
+                   sum(r.count)
+            FROM runs_seriesrollup r
+            JOIN (SELECT DISTINCT series_id, step / {w} AS b FROM ingest_touched) t
+              ON r.series_id = t.series_id AND r.level = {level - 1}
+             AND r.bucket >= t.b * {f} AND r.bucket < (t.b + 1) * {f}
+            GROUP BY r.series_id, r.bucket / {f}"""
+    return f"""
+        INSERT INTO runs_seriesrollup
+            (series_id, level, bucket, min_value, max_value, last_step, last_value, count)
+        SELECT series_id, {level}, bucket, mn, mx, ls, lv, n FROM ({source}) AS agg(
+            series_id, bucket, mn, mx, ls, lv, n)
+        ON CONFLICT (series_id, level, bucket) DO UPDATE SET
+            min_value = EXCLUDED.min_value, max_value = EXCLUDED.max_value,
+            last_step = EXCLUDED.last_step, last_value = EXCLUDED.last_value,
+            count = EXCLUDED.count"""
+
+
+def ingest_points(
+    *, run_id: int, stage_run_id: int | None, points: Sequence[IngestPoint], publish: bool = True
+) -> int:
+    """Store a batch of points for one run (and stage run). Returns the number accepted."""
+    if not points:
+        return 0
+    validate_points(points)
+    now = time.time()
+    with transaction.atomic(), connection.cursor() as cur:
+        cur.execute(_TMP)
+        with cur.copy("COPY ingest_tmp (key, step, value, wall_time) FROM STDIN") as copy:
+            for p in points:
+                copy.write_row((p.key, p.step, float(p.value), now if p.time is None else p.time))
+        cur.execute(
+            """
+            INSERT INTO runs_series (run_id, stage_run_id, key, count)
+            SELECT DISTINCT %s::bigint, %s::bigint, key, 0 FROM ingest_tmp
+            ON CONFLICT (run_id, stage_run_id, key) DO NOTHING
+            """,
+            [run_id, stage_run_id],
+        )
+        cur.execute("DROP TABLE IF EXISTS ingest_touched")
+        # Last value wins when a batch repeats a (key, step).
+        cur.execute(
+            """
+            CREATE TEMP TABLE ingest_touched ON COMMIT DROP AS
+            SELECT DISTINCT ON (s.id, t.step) s.id AS series_id, t.step, t.value, t.wall_time
+            FROM ingest_tmp t
+            JOIN runs_series s ON s.key = t.key AND s.run_id = %s
+             AND s.stage_run_id IS NOT DISTINCT FROM %s::bigint
+            ORDER BY s.id, t.step
+            """,
+            [run_id, stage_run_id],
+        )
+        cur.execute(
+            """
+            INSERT INTO runs_metricpoint (series_id, step, value, wall_time)
+            SELECT series_id, step, value, wall_time FROM ingest_touched
+            ON CONFLICT (series_id, step) DO UPDATE
+              SET value = EXCLUDED.value, wall_time = EXCLUDED.wall_time
+            """
+        )
+        for level in range(ROLLUP_LEVELS):
+            cur.execute(_rollup_sql(level))
+        cur.execute(
+            """
+            UPDATE runs_series s
+               SET first_step = LEAST(s.first_step, t.first_step), last_step = r.last_step,
+                   count = r.n
+            FROM (SELECT series_id, min(step) AS first_step FROM ingest_touched
+                  GROUP BY series_id) t,
+                 (SELECT series_id, max(last_step) AS last_step, sum(count) AS n
+                  FROM runs_seriesrollup WHERE level = %s
+                   AND series_id IN (SELECT DISTINCT series_id FROM ingest_touched)
+                  GROUP BY series_id) r
+            WHERE s.id = t.series_id AND s.id = r.series_id
+            """,
+            [ROLLUP_LEVELS - 1],
+        )
+        if publish:
+            batch = _batch_message(run_id, points)
+            transaction.on_commit(lambda: _publish(run_id, batch))
+    return len(points)
+
+
+def _batch_message(run_id: int, points: Iterable[IngestPoint]) -> dict:
+    by_key: dict[str, tuple[list[int], list[float]]] = {}
+    lo, hi = None, None
+    for p in points:
+        steps, values = by_key.setdefault(p.key, ([], []))
+        steps.append(p.step)
+        values.append(float(p.value))
+        lo = p.step if lo is None else min(lo, p.step)
+        hi = p.step if hi is None else max(hi, p.step)
+    return {
+        "type": "run.points",
+        "run": run_id,
+        "min_step": lo,
+        "max_step": hi,
+        "sent_at": time.time(),
+        "series": {k: {"steps": s, "values": v} for k, (s, v) in by_key.items()},
+    }
+
+
+def _publish(run_id: int, message: dict) -> None:
+    from runs.services.realtime import group_send
+
+    group_send(f"run-{run_id}", message)
+
+
+def parse_points(raw: object, *, limit: int) -> list[IngestPoint]:
+    """JSON points from an API client → IngestPoints; the first bad one names its index."""
+    if not isinstance(raw, list) or not raw:
+        raise IngestError(0, "points", "must be a non-empty list") from None
+    if len(raw) > limit:
+        raise IngestError(limit, "points", f"at most {limit} points per request")
+    out = []
+    for i, p in enumerate(raw):
+        if not isinstance(p, dict):
+            raise IngestError(i, "(point)", "must be an object with key, step, value")
+        for field in ("key", "step", "value"):
+            if field not in p:
+                raise IngestError(i, field, "is required")
+        out.append(IngestPoint(p["key"], p["step"], p["value"], p.get("time")))
+    validate_points(out)
+    return out

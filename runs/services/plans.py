@@ -1,0 +1,129 @@
+"""Translate between stored pipelines and trainers plans (the JSON the engine executes)."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
+
+from runs.models import Pipeline, StageDefinition, Team
+from trainers.plan import Plan, PlanError, validate_plan
+
+
+def stage_to_plan(stage: StageDefinition) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "name": stage.name,
+        "objective": stage.objective,
+        "data": stage.data_sources,
+        "batch_size": stage.batch_size,
+        "seq_len": stage.seq_len,
+        "optimizer": stage.optimizer or {},
+        "schedule": {**(stage.lr_schedule or {}), "warmup_steps": stage.warmup_steps},
+        "eval_sets": stage.eval_sets,
+        "eval_interval": stage.eval_interval,
+        "checkpoint_interval": stage.checkpoint_interval,
+        stage.budget_unit: stage.budget,
+    }
+    if stage.replay_sources:
+        share = stage.replay_ratio / len(stage.replay_sources)
+        spec["replay"] = [{"source": s, "ratio": share} for s in stage.replay_sources]
+    if stage.task:
+        spec["task"] = stage.task
+    return {**spec, **(stage.extra or {})}
+
+
+def pipeline_to_plan(pipeline: Pipeline) -> dict[str, Any]:
+    return {
+        "name": pipeline.name,
+        "seed": pipeline.seed,
+        "model": pipeline.model_spec,
+        "eval_sets": pipeline.eval_sets,
+        "stages": [stage_to_plan(s) for s in pipeline.stages.order_by("order")],
+    }
+
+
+_STAGE_COLUMNS = {"name", "objective", "data", "replay", "steps", "tokens", "batch_size",
+                  "seq_len", "optimizer", "schedule", "eval_sets", "eval_interval",
+                  "checkpoint_interval", "task"}  # fmt: skip
+
+
+def stage_fields_from_plan(order: int, spec: dict[str, Any]) -> dict[str, Any]:
+    schedule = dict(spec.get("schedule") or {})
+    warmup = schedule.pop("warmup_steps", 0)
+    replay = spec.get("replay") or []
+    unit = "tokens" if spec.get("tokens") else "steps"
+    return {
+        "order": order,
+        "name": spec["name"],
+        "objective": spec["objective"],
+        "data_sources": spec.get("data") or [],
+        "replay_sources": [r["source"] for r in replay],
+        "replay_ratio": sum(r["ratio"] for r in replay),
+        "budget_unit": unit,
+        "budget": spec.get(unit) or 0,
+        "batch_size": spec.get("batch_size", 16),
+        "seq_len": spec.get("seq_len", 64),
+        "optimizer": spec.get("optimizer") or {},
+        "lr_schedule": schedule,
+        "warmup_steps": warmup,
+        "eval_sets": spec.get("eval_sets") or [],
+        "eval_interval": spec.get("eval_interval", 50),
+        "checkpoint_interval": spec.get("checkpoint_interval") or 100,
+        "task": spec.get("task") or "",
+        "extra": {k: v for k, v in spec.items() if k not in _STAGE_COLUMNS},
+    }
+
+
+@transaction.atomic
+def pipeline_upsert_from_plan(*, team: Team, plan: dict[str, Any], user=None) -> Pipeline:
+    """Create or replace the team's pipeline named like the plan (used to seed examples)."""
+    validated = plan_validate(plan)
+    data = validated.model_dump(mode="json", exclude_unset=True)
+    pipeline, _ = Pipeline.objects.update_or_create(
+        team=team,
+        name=data["name"],
+        defaults={
+            "model_spec": data.get("model", {}),
+            "eval_sets": data.get("eval_sets", []),
+            "seed": data.get("seed", 0),
+            "created_by": user,
+        },
+    )
+    pipeline.stages.all().delete()
+    StageDefinition.objects.bulk_create(
+        StageDefinition(pipeline=pipeline, **stage_fields_from_plan(i, s))
+        for i, s in enumerate(data["stages"])
+    )
+    return pipeline
+
+
+def plan_validate(plan: dict[str, Any]) -> Plan:
+    """trainers' validation, re-raised as a Django ValidationError keyed by field path."""
+    try:
+        return validate_plan(plan)
+    except PlanError as exc:
+        errors: dict[str, list[str]] = {}
+        for e in exc.errors:
+            errors.setdefault(e["path"], []).append(e["message"])
+        raise ValidationError(errors) from None
+
+
+def apply_overrides(plan: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """Overrides are {"dotted.path": value}, e.g. {"stages.1.steps": 50, "seed": 3}."""
+    out = copy.deepcopy(plan)
+    for path, value in (overrides or {}).items():
+        node: Any = out
+        parts = str(path).split(".")
+        try:
+            for part in parts[:-1]:
+                node = node[int(part)] if isinstance(node, list) else node.setdefault(part, {})
+            last = parts[-1]
+            if isinstance(node, list):
+                node[int(last)] = value
+            else:
+                node[last] = value
+        except (ValueError, IndexError, TypeError, AttributeError):
+            raise ValidationError({f"overrides.{path}": ["no such field in the plan"]}) from None
+    return out

@@ -1,0 +1,22 @@
+"""Celery tasks: thin wrappers that take ids and call the execution layer or services."""
+
+from celery import shared_task
+
+from runs.execution import runner
+from runs.services import dispatch as dispatch_service
+from runs.services import leases
+
+
+@shared_task(name="runs.tasks.execute_stage_run", ignore_result=True)
+def execute_stage_run(stage_run_id: int, token: str) -> str:
+    return runner.execute(stage_run_id, token)
+
+
+@shared_task(name="runs.tasks.requeue_expired", ignore_result=True)
+def requeue_expired() -> int:
+    return leases.requeue_expired()
+
+
+@shared_task(name="runs.tasks.dispatch_runs", ignore_result=True)
+def dispatch_runs() -> int:
+    return dispatch_service.dispatch()

@@ -1,0 +1,101 @@
+"""Real workers on the embedded Postgres and Redis execute real (tiny) training."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from runs.models import Checkpoint, MetricPoint, Run, StageRun
+from runs.services.leases import requeue_expired
+from runs.services.runs import run_submit
+from tests import factories as f
+from tests.runs.reduced_plan import reduced_lm_plan
+from tests.workers import ROOT, Workers, wait_for
+
+pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+
+
+@pytest.fixture(scope="module")
+def cli_reference(tmp_path_factory) -> set[tuple[str, int, float]]:
+    """The same plan and seed through the CLI, without any server."""
+    out = tmp_path_factory.mktemp("cli")
+    plan_path = out / "plan.json"
+    plan_path.write_text(json.dumps(reduced_lm_plan()))
+    subprocess.run(
+        [sys.executable, "-m", "trainers", "run", str(plan_path), "--out", str(out / "run")],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
+    rows = [json.loads(line) for line in (out / "run" / "metrics.jsonl").read_text().splitlines()]
+    return {(r["key"], r["step"], r["value"]) for r in rows}
+
+
+@pytest.fixture
+def workers(tmp_path, settings):
+    settings.STAGEWISE_LEASE_SECONDS = 4
+    w = Workers(tmp_path, lease_seconds=4)
+    yield w
+    w.stop_all()
+
+
+def _stored(run: Run) -> list[tuple[str, int, float]]:
+    return list(
+        MetricPoint.objects.filter(series__run=run).values_list("series__key", "step", "value")
+    )
+
+
+def _submit(queue, team) -> Run:
+    return run_submit(team=team, queue=queue, plan=reduced_lm_plan(), name="it")
+
+
+def test_submitted_pipeline_runs_through_all_stages_and_matches_cli(workers, cli_reference):
+    team = f.TeamFactory()
+    queue = f.QueueFactory(name=f"q-{uuid.uuid4().hex[:8]}")
+    workers.start(queue.name, "w1")
+    run = _submit(queue, team)
+    wait_for(
+        lambda: Run.objects.get(pk=run.pk).is_terminal, 300, "the run to finish", workers.logs
+    )
+    run.refresh_from_db()
+    assert run.state == "succeeded", (run.error, workers.logs())
+    assert list(run.stage_runs.values_list("state", flat=True)) == ["succeeded"] * 3
+    stored = _stored(run)
+    assert len(stored) == len(set((k, s) for k, s, _ in stored)), "a (key, step) was stored twice"
+    assert set(stored) == cli_reference
+    # every stage end has a checkpoint row pointing at files on disk
+    ends = Checkpoint.objects.filter(run=run, stage_end=True)
+    assert sorted(ends.values_list("step", flat=True)) == [40, 80, 100]
+    assert all(Path(c.path).is_dir() for c in ends)
+
+
+def test_killed_worker_is_replaced_and_the_run_resumes_exactly(workers, cli_reference):
+    team = f.TeamFactory()
+    queue = f.QueueFactory(name=f"q-{uuid.uuid4().hex[:8]}")
+    first = workers.start(queue.name, "doomed")
+    run = _submit(queue, team)
+
+    def mid_stage_two() -> bool:
+        return Checkpoint.objects.filter(run=run, step__gt=40, step__lt=80).exists() and (
+            StageRun.objects.get(run=run, stage_index=1).last_step or 0
+        ) >= 55
+
+    wait_for(mid_stage_two, 300, "stage 2 to pass a checkpoint", workers.logs)
+    workers.kill(first)
+    workers.start(queue.name, "rescuer")
+    # The periodic job (celery beat in production) requeues the expired lease.
+    wait_for(lambda: requeue_expired() > 0, 30, "the lease to expire", workers.logs)
+    wait_for(lambda: Run.objects.get(pk=run.pk).is_terminal, 300, "the run to finish", workers.logs)
+    run.refresh_from_db()
+    assert run.state == "succeeded", (run.error, workers.logs())
+    stage2 = run.stage_runs.get(stage_index=1)
+    assert stage2.attempts == 2
+    stored = _stored(run)
+    assert len(stored) == len({(k, s) for k, s, _ in stored}), "a (key, step) was stored twice"
+    assert set(stored) == cli_reference

@@ -1,0 +1,119 @@
+import random
+
+import pytest
+from django.db import connection
+
+from runs.models import MetricPoint, Series, SeriesRollup
+from runs.services.ingest import (
+    ROLLUP_LEVELS,
+    IngestError,
+    IngestPoint,
+    bucket_width,
+    ingest_points,
+)
+from tests import factories as f
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def _points(key, steps, fn=lambda s: s * 0.5):
+    return [IngestPoint(key, s, fn(s), 1000.0 + s) for s in steps]
+
+
+def _stored(run, key):
+    return list(
+        MetricPoint.objects.filter(series__run=run, series__key=key)
+        .order_by("step")
+        .values_list("step", "value")
+    )
+
+
+def test_ingest_stores_points_and_series_counts():
+    run = f.RunFactory()
+    n = ingest_points(run_id=run.pk, stage_run_id=None, points=_points("train/loss", range(100)))
+    assert n == 100
+    assert _stored(run, "train/loss") == [(s, s * 0.5) for s in range(100)]
+    series = Series.objects.get(run=run, key="train/loss")
+    assert (series.count, series.first_step, series.last_step) == (100, 0, 99)
+
+
+def test_replayed_batch_never_duplicates_and_replaces_values():
+    run = f.RunFactory()
+    ingest_points(run_id=run.pk, stage_run_id=None, points=_points("k", range(50)))
+    ingest_points(run_id=run.pk, stage_run_id=None, points=_points("k", range(50)))
+    ingest_points(run_id=run.pk, stage_run_id=None, points=_points("k", [10], lambda s: -1.0))
+    stored = _stored(run, "k")
+    assert len(stored) == 50
+    assert dict(stored)[10] == -1.0
+    assert Series.objects.get(run=run, key="k").count == 50
+
+
+def test_rollups_equal_aggregates_of_raw_points_after_replacements():
+    run = f.RunFactory()
+    rng = random.Random(3)
+    steps = list(range(0, 5000, 3))
+    values = {s: rng.uniform(-5, 5) for s in steps}
+    for lo in range(0, len(steps), 700):
+        chunk = steps[lo : lo + 700]
+        ingest_points(
+            run_id=run.pk,
+            stage_run_id=None,
+            points=[IngestPoint("k", s, values[s]) for s in chunk],
+        )
+    replaced = rng.sample(steps, 40)
+    for s in replaced:
+        values[s] = rng.uniform(-50, 50)
+    ingest_points(
+        run_id=run.pk, stage_run_id=None, points=[IngestPoint("k", s, values[s]) for s in replaced]
+    )
+    series = Series.objects.get(run=run, key="k")
+    for level in range(ROLLUP_LEVELS):
+        w = bucket_width(level)
+        expected: dict[int, list[tuple[int, float]]] = {}
+        for s in steps:
+            expected.setdefault(s // w, []).append((s, values[s]))
+        rows = SeriesRollup.objects.filter(series=series, level=level)
+        assert rows.count() == len(expected)
+        for r in rows:
+            pts = expected[r.bucket]
+            assert r.min_value == min(v for _, v in pts)
+            assert r.max_value == max(v for _, v in pts)
+            assert (r.last_step, r.last_value) == max(pts)
+            assert r.count == len(pts)
+
+
+def test_stage_series_are_separate_and_batches_may_mix_keys():
+    stage = f.StageRunFactory()
+    pts = _points("a", range(10)) + _points("b", range(5))
+    ingest_points(run_id=stage.run_id, stage_run_id=stage.pk, points=pts)
+    ingest_points(run_id=stage.run_id, stage_run_id=None, points=_points("a", range(3)))
+    assert Series.objects.filter(run=stage.run).count() == 3
+    assert Series.objects.get(stage_run=stage, key="a").count == 10
+
+
+@pytest.mark.parametrize(
+    ("point", "field"),
+    [
+        (IngestPoint("k", -1, 1.0), "step"),
+        (IngestPoint("k", 1, float("nan")), "value"),
+        (IngestPoint("k", 1, float("inf")), "value"),
+        (IngestPoint("x" * 201, 1, 1.0), "key"),
+        (IngestPoint("", 1, 1.0), "key"),
+        (IngestPoint("k", 1, 1.0, float("nan")), "time"),
+    ],
+)
+def test_bad_point_refuses_the_whole_batch(point, field):
+    run = f.RunFactory()
+    batch = _points("k", range(5)) + [point]
+    with pytest.raises(IngestError) as err:
+        ingest_points(run_id=run.pk, stage_run_id=None, points=batch)
+    assert (err.value.index, err.value.field) == (5, field)
+    assert not MetricPoint.objects.filter(series__run=run).exists()
+
+
+def test_temp_tables_do_not_leak_between_batches():
+    run = f.RunFactory()
+    ingest_points(run_id=run.pk, stage_run_id=None, points=_points("k", range(5)))
+    with connection.cursor() as cur:
+        cur.execute("SELECT count(*) FROM pg_tables WHERE tablename = 'ingest_touched'")
+        assert cur.fetchone()[0] == 0
