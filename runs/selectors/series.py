@@ -45,7 +45,8 @@ def series_window(
         lo, hi, total = _step_range(ids, min_step, max_step)
         span = max(hi - lo + 1, 1)
         level = None
-        if total > max_points:
+        # Steps are unique per series, so a span also bounds the number of raw points.
+        if min(total, span * len(ids)) > max_points:
             # Fewest buckets that still exceed what raw would need: the finest level whose
             # bucket count over the span fits in max_points.
             for lv in range(ROLLUP_LEVELS):

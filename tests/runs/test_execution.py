@@ -60,9 +60,7 @@ def test_submitted_pipeline_runs_through_all_stages_and_matches_cli(workers, cli
     queue = f.QueueFactory(name=f"q-{uuid.uuid4().hex[:8]}")
     workers.start(queue.name, "w1")
     run = _submit(queue, team)
-    wait_for(
-        lambda: Run.objects.get(pk=run.pk).is_terminal, 300, "the run to finish", workers.logs
-    )
+    wait_for(lambda: Run.objects.get(pk=run.pk).is_terminal, 300, "the run to finish", workers.logs)
     run.refresh_from_db()
     assert run.state == "succeeded", (run.error, workers.logs())
     assert list(run.stage_runs.values_list("state", flat=True)) == ["succeeded"] * 3
@@ -82,9 +80,10 @@ def test_killed_worker_is_replaced_and_the_run_resumes_exactly(workers, cli_refe
     run = _submit(queue, team)
 
     def mid_stage_two() -> bool:
-        return Checkpoint.objects.filter(run=run, step__gt=40, step__lt=80).exists() and (
-            StageRun.objects.get(run=run, stage_index=1).last_step or 0
-        ) >= 55
+        return (
+            Checkpoint.objects.filter(run=run, step__gt=40, step__lt=80).exists()
+            and (StageRun.objects.get(run=run, stage_index=1).last_step or 0) >= 55
+        )
 
     wait_for(mid_stage_two, 300, "stage 2 to pass a checkpoint", workers.logs)
     workers.kill(first)
@@ -99,3 +98,38 @@ def test_killed_worker_is_replaced_and_the_run_resumes_exactly(workers, cli_refe
     stored = _stored(run)
     assert len(stored) == len({(k, s) for k, s, _ in stored}), "a (key, step) was stored twice"
     assert set(stored) == cli_reference
+
+
+def test_cancel_stops_a_running_stage_within_seconds(workers):
+    import time
+
+    from runs.services.plans import apply_overrides
+    from runs.services.runs import run_cancel
+
+    team = f.TeamFactory()
+    queue = f.QueueFactory(name=f"q-{uuid.uuid4().hex[:8]}")
+    workers.start(queue.name, "w1")
+    plan = apply_overrides(reduced_lm_plan(), {"stages.0.steps": 5000})
+    run = run_submit(team=team, queue=queue, plan=plan)
+    stage = run.stage_runs.get(stage_index=0)
+    wait_for(
+        lambda: (StageRun.objects.get(pk=stage.pk).last_step or 0) >= 5,
+        120,
+        "training to start",
+        workers.logs,
+    )
+    t0 = time.monotonic()
+    run_cancel(run=run)
+    wait_for(
+        lambda: StageRun.objects.get(pk=stage.pk).state == "canceled", 10, "cancel", workers.logs
+    )
+    assert time.monotonic() - t0 < 10
+    stage.refresh_from_db()
+    assert stage.last_step < 5000
+    assert Run.objects.get(pk=run.pk).state == "canceled"
+    assert set(run.stage_runs.exclude(stage_index=0).values_list("state", flat=True)) == {
+        "canceled"
+    }
+    from runs.models import WorkerLease
+
+    assert not WorkerLease.objects.filter(stage_run=stage).exists()

@@ -1,0 +1,138 @@
+import json
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from trainers.analysis import fit_lr_law, lr_areas, lr_law_predict
+
+N = 2000
+PEAK = 2e-3
+WARMUP = 100
+TRUE = {"L0": 2.0, "A": 1.5, "alpha": 0.5, "C": 0.3}
+
+
+def wsd(n=N, peak=PEAK, warmup=WARMUP, decay_frac=0.2):
+    s = np.arange(1, n + 1)
+    lr = np.where(s <= warmup, peak * s / warmup, peak)
+    d = int(decay_frac * n)
+    return np.where(s > n - d, peak * (n - s) / d, lr)
+
+
+def cosine(n=N, peak=PEAK, warmup=WARMUP, floor=0.1):
+    s = np.arange(1, n + 1)
+    p = (s - warmup) / (n - warmup)
+    cos = floor * peak + (1 - floor) * peak * 0.5 * (1 + np.cos(np.pi * p))
+    return np.where(s <= warmup, peak * s / warmup, cos)
+
+
+def naive_areas(lr, lam):
+    s1, s2, m, acc1, acc2 = [], [], 0.0, 0.0, 0.0
+    for i, eta in enumerate(lr):
+        if i > 0:
+            m = lam * m + (lr[i - 1] - eta)
+        acc1 += eta
+        acc2 += m
+        s1.append(acc1)
+        s2.append(acc2)
+    return s1, s2
+
+
+def test_areas_hand_computed():
+    s1, s2 = lr_areas([1.0, 1.0, 0.5, 0.0], lam=0.5)
+    assert s1 == [1.0, 2.0, 2.5, 2.5]
+    # m = [0, 0, 0.5, 0.5*0.5 + 0.5 = 0.75]
+    assert s2 == [0.0, 0.0, 0.5, 1.25]
+    assert lr_areas([], 0.9) == ([], [])
+
+
+def test_areas_constant_lr_has_no_annealing_area():
+    s1, s2 = lr_areas([0.1] * 10)
+    assert s1 == pytest.approx([0.1 * (i + 1) for i in range(10)])
+    assert s2 == [0.0] * 10
+
+
+@pytest.mark.parametrize("lam", [0.0, 0.3, 0.9, 0.999, 1.0])
+def test_areas_match_naive_recursion(lam):
+    rng = np.random.default_rng(1)
+    lr = rng.uniform(0, 1e-3, size=9000).tolist()
+    s1, s2 = lr_areas(lr, lam)
+    n1, n2 = naive_areas(lr, lam)
+    assert np.allclose(s1, n1, rtol=1e-12, atol=1e-15)
+    assert np.allclose(s2, n2, rtol=1e-9, atol=1e-12)
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    st.lists(st.floats(0, 1, allow_nan=False), min_size=1, max_size=60),
+    st.floats(0, 1, allow_nan=False),
+)
+def test_areas_property(lr, lam):
+    s1, s2 = lr_areas(lr, lam)
+    n1, n2 = naive_areas(lr, lam)
+    assert np.allclose(s1, n1, rtol=1e-9, atol=1e-12)
+    assert np.allclose(s2, n2, rtol=1e-9, atol=1e-9)
+
+
+def test_predict_hand_computed_and_none():
+    lr = [1.0, 1.0, 0.5, 0.0]
+    p = {"L0": 1.0, "A": 2.0, "alpha": 1.0, "C": 0.5}
+    pred = lr_law_predict(p, lr, [1, 2, 3, 4], lam=0.5)
+    assert pred == pytest.approx([3.0, 2.0, 1 + 2 / 2.5 - 0.25, 1 + 2 / 2.5 - 0.625])
+    # S1 = [0, 1], m = [0, -1] -> S2 = [0, -1]
+    assert lr_law_predict(p, [0.0, 1.0], [1, 2]) == [None, 3.5]
+    with pytest.raises(ValueError):
+        lr_law_predict(p, lr, [0])
+    with pytest.raises(ValueError):
+        lr_law_predict(p, lr, [5])
+
+
+def test_fit_recovers_parameters_and_predicts_cosine():
+    lr = wsd()
+    steps = np.arange(1, N + 1)
+    clean = np.array(lr_law_predict(TRUE, lr, steps))
+    rng = np.random.default_rng(0)
+    noisy = clean * (1 + rng.normal(0, 1e-3, size=N))  # 0.1 % noise
+    fit = fit_lr_law(lr, steps, noisy)
+    json.dumps(fit, allow_nan=False)
+    assert set(fit) == {"L0", "A", "alpha", "C", "sse"}
+    for k, v in TRUE.items():
+        assert fit[k] == pytest.approx(v, rel=0.02), k
+    held_out = cosine()
+    truth = np.array(lr_law_predict(TRUE, held_out, steps))
+    pred = np.array(lr_law_predict(fit, held_out, steps))
+    assert np.max(np.abs(pred - truth) / truth) < 0.005
+
+
+def test_fit_exact_data_and_subset_of_steps():
+    lr = wsd()
+    steps = np.arange(50, N + 1, 7)  # sparse, 1-based, skipping the start
+    y = lr_law_predict(TRUE, lr, steps)
+    fit = fit_lr_law(lr.tolist(), steps.tolist(), y)
+    for k, v in TRUE.items():
+        assert fit[k] == pytest.approx(v, rel=1e-4), k
+    assert fit["sse"] < 1e-12
+
+
+def test_fit_constant_lr_gives_zero_c_and_no_nan():
+    lr = [1e-3] * 500
+    steps = list(range(1, 501))
+    y = [3.0 + 0.5 * (s * 1e-3) ** -0.3 for s in steps]
+    fit = fit_lr_law(lr, steps, y)
+    assert all(math.isfinite(v) for v in fit.values())
+    assert fit["alpha"] == pytest.approx(0.3, rel=1e-3)
+    pred = lr_law_predict(fit, lr, steps)
+    assert np.allclose(pred, y, rtol=1e-6)
+
+
+def test_fit_validation():
+    with pytest.raises(ValueError):
+        fit_lr_law([1e-3] * 10, [1, 2, 3], [1.0, 1.0, 1.0])  # < 4 points
+    with pytest.raises(ValueError):
+        fit_lr_law([0.0] + [1e-3] * 9, list(range(1, 11)), [1.0] * 10)  # S1(1) = 0
+    with pytest.raises(ValueError):
+        fit_lr_law([1e-3] * 10, [1, 2, 3, 4], [1.0] * 5)
+    with pytest.raises(ValueError):
+        lr_areas([1e-3], lam=1.5)
