@@ -24,6 +24,14 @@ STAGEWISE_DATA_DIR = Path(env.str("STAGEWISE_DATA_DIR", default=str(_default_dat
 STAGEWISE_DATA_DIR = STAGEWISE_DATA_DIR.resolve()
 STAGEWISE_EMBEDDED = not (os.environ.get("DATABASE_URL") and os.environ.get("REDIS_URL"))
 
+from webapp.embedded import EmbeddedError, check_data_dir  # noqa: E402
+
+try:
+    check_data_dir(STAGEWISE_DATA_DIR)
+except EmbeddedError as exc:
+    sys.stderr.write(f"stagewise: {exc}\n")
+    raise SystemExit(2) from None
+
 if not SECRET_KEY:
     from webapp.secret import installation_secret
 
@@ -33,7 +41,7 @@ if not SECRET_KEY:
 _database_url = os.environ.get("DATABASE_URL")
 _redis_url = os.environ.get("REDIS_URL")
 if not _database_url or not _redis_url:
-    from webapp.embedded import EmbeddedError, ensure_postgres, ensure_redis
+    from webapp.embedded import ensure_postgres, ensure_redis
 
     try:
         _database_url = _database_url or ensure_postgres(STAGEWISE_DATA_DIR)

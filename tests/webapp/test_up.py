@@ -1,0 +1,124 @@
+"""`manage.py up` in a fresh data dir: it serves, keeps data across restarts, stops cleanly."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import psutil
+import pytest
+
+from tests.workers import ROOT
+
+pytestmark = pytest.mark.slow
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _env(data_dir: Path) -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+    env.update(STAGEWISE_DATA_DIR=str(data_dir), STAGEWISE_ADMIN_PASSWORD="up-test-password-1",
+               PYTHONUNBUFFERED="1")  # fmt: skip
+    return env
+
+
+def _start(data_dir: Path, port: int, log: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "manage.py", "up", "--port", str(port)],
+        cwd=ROOT,
+        env=_env(data_dir),
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+    )
+
+
+def _wait_http(url: str, proc: subprocess.Popen, log: Path, timeout: float = 90) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, log.read_text()
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                return r.status
+        except OSError:
+            time.sleep(0.5)
+    raise AssertionError(f"{url} did not answer\n{log.read_text()}")
+
+
+def _descendants_and_servers(proc: psutil.Process, data_dir: Path) -> list[psutil.Process]:
+    found = []
+    for p in psutil.process_iter(["cmdline"]):
+        cmd = " ".join(p.info["cmdline"] or [])
+        if str(data_dir) in cmd:
+            found.append(p)
+    return found
+
+
+def test_up_serves_keeps_data_and_leaves_no_process(tmp_path):
+    data_dir = tmp_path / "data"
+    port = _free_port()
+    log = tmp_path / "up.log"
+    proc = _start(data_dir, port, log)
+    assert _wait_http(f"http://127.0.0.1:{port}/accounts/login/", proc, log) == 200
+    first_log = log.read_text()
+    assert "admin login is  admin" in first_log
+    children = psutil.Process(proc.pid).children(recursive=True)
+    assert len(children) >= 3  # web, worker, scheduler
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=60)
+    time.sleep(1)
+    alive = [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
+    assert alive == [], alive
+    assert _descendants_and_servers(psutil.Process(), data_dir) == []
+
+    # A second start reuses the data: no new admin is printed, same database.
+    proc = _start(data_dir, port, log)
+    assert _wait_http(f"http://127.0.0.1:{port}/accounts/login/", proc, log) == 200
+    assert "admin login" not in log.read_text()
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=60)
+
+
+def test_up_refuses_a_taken_port_with_one_line(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        out = subprocess.run(
+            [sys.executable, "manage.py", "up", "--port", str(port)],
+            cwd=ROOT,
+            env=_env(tmp_path / "data"),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert out.returncode != 0
+    assert f"port {port} on 127.0.0.1 is already in use" in out.stderr
+    assert "Traceback" not in out.stderr
+    subprocess.run([sys.executable, "manage.py", "embedded", "stop"], cwd=ROOT,
+                   env=_env(tmp_path / "data"), capture_output=True, timeout=60)  # fmt: skip
+
+
+def test_unwritable_data_dir_is_one_line(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    out = subprocess.run(
+        [sys.executable, "manage.py", "check"],
+        cwd=ROOT,
+        env=_env(blocker / "data"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 2
+    assert out.stderr.strip().count("\n") == 0, out.stderr
+    assert "is not writable" in out.stderr
