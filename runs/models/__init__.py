@@ -1,3 +1,4 @@
+from runs.models.analysis import RunAnalysis
 from runs.models.datasets import Dataset, DatasetVersion
 from runs.models.metrics import MetricPoint, Series, SeriesRollup
 from runs.models.pipelines import Pipeline, StageDefinition
@@ -15,6 +16,7 @@ __all__ = [
     "Pipeline",
     "Queue",
     "Role",
+    "RunAnalysis",
     "Run",
     "RunState",
     "Series",

@@ -106,3 +106,18 @@ def series_keys(*, run_id: int) -> list[str]:
     with connection.cursor() as cur:
         cur.execute("SELECT DISTINCT key FROM runs_series WHERE run_id = %s ORDER BY key", [run_id])
         return [r[0] for r in cur.fetchall()]
+
+
+def series_raw(
+    *, run_id: int, key: str, min_step: int, max_step: int
+) -> tuple[list[int], list[float]]:
+    with connection.cursor() as cur:
+        cur.execute(
+            """SELECT p.step, p.value FROM runs_metricpoint p
+               JOIN runs_series s ON s.id = p.series_id
+               WHERE s.run_id = %s AND s.key = %s AND p.step BETWEEN %s AND %s
+               ORDER BY p.step""",
+            [run_id, key, min_step, max_step],
+        )
+        rows = cur.fetchall()
+    return [r[0] for r in rows], [r[1] for r in rows]

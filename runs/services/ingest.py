@@ -162,6 +162,9 @@ def ingest_points(
             """,
             [ROLLUP_LEVELS - 1],
         )
+        from runs.services.analysis import analysis_ingest
+
+        analysis_ingest(run_id=run_id, points=points)
         if publish:
             batch = _batch_message(run_id, points)
             transaction.on_commit(lambda: _publish(run_id, batch))

@@ -133,3 +133,42 @@ def test_cancel_stops_a_running_stage_within_seconds(workers):
     from runs.models import WorkerLease
 
     assert not WorkerLease.objects.filter(stage_run=stage).exists()
+
+
+def test_digits_analysis_served_equals_offline_analysis_of_cli_metrics(workers, tmp_path):
+    from rest_framework.test import APIClient
+
+    from runs.services.demo import EXAMPLES_DIR
+    from tests.runs.analysis_offline import offline_analysis
+
+    plan = json.loads((EXAMPLES_DIR / "digits_class_incremental.json").read_text())
+    out = tmp_path / "cli"
+    (tmp_path / "plan.json").write_text(json.dumps(plan))
+    subprocess.run(
+        [sys.executable, "-m", "trainers", "run", str(tmp_path / "plan.json"), "--out", str(out)],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+    team = f.TeamFactory()
+    user = f.UserFactory()
+    f.MembershipFactory(user=user, team=team, role="viewer")
+    queue = f.QueueFactory(name=f"q-{uuid.uuid4().hex[:8]}")
+    workers.start(queue.name, "w1")
+    run = run_submit(team=team, queue=queue, plan=plan)
+    wait_for(lambda: Run.objects.get(pk=run.pk).is_terminal, 300, "the run to finish", workers.logs)
+    assert Run.objects.get(pk=run.pk).state == "succeeded", workers.logs()
+
+    client = APIClient()
+    client.force_authenticate(user)
+    served = client.get(f"/api/runs/{run.pk}/analysis/").json()
+    expected = offline_analysis(rows, run.plan)
+    for key, value in expected.items():
+        assert served[key] == value, key
+    gaps = served["stability_gaps"]
+    assert len(gaps) == 4 * 5 and any(g["dropped"] for g in gaps)
+    # class-incremental forgetting: the first task is worse at the end than after stage 0
+    assert served["matrix"][-1][0] < served["matrix"][0][0]

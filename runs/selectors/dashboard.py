@@ -1,0 +1,201 @@
+"""Reads for the dashboard pages: run rows with progress, eval-curve analysis, queue contents.
+
+Read-only; every function answers in a fixed number of queries.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+from django.core.paginator import Paginator
+from django.db import connection
+from django.db.models import TextField
+from django.db.models.functions import Cast
+from django.utils import timezone
+
+from runs.models import Queue, Run, RunState, StageRun, StageState
+from runs.selectors.runs import run_list
+from trainers.analysis import matrix_from_series, stability_gaps
+
+RUN_ORDERINGS = ("-created_at", "created_at", "name", "-name", "state", "-state", "priority",
+                 "-priority")  # fmt: skip
+DONE_STAGE_STATES = {StageState.SUCCEEDED, StageState.SKIPPED}
+# metric suffix -> higher is better
+GAP_METRICS = {"loss": False, "acc": True}
+
+
+def run_progress(run: Run) -> dict[str, Any]:
+    """Current stage, global step of the total budget and an ETA from the observed step rate.
+
+    Uses the run's prefetched ``stage_runs`` (``run_list`` prefetches them)."""
+    stages: list[StageRun] = list(run.stage_runs.all())
+    if not stages:
+        return {"step": 0, "total": 0, "fraction": 0.0, "stage_index": None, "stage_name": "",
+                "eta_seconds": None}  # fmt: skip
+    total = stages[-1].end_step
+    step = 0
+    for sr in stages:
+        if sr.state in DONE_STAGE_STATES:
+            step = max(step, sr.end_step)
+        elif sr.last_step is not None:
+            step = max(step, sr.last_step)
+    current = next((sr for sr in stages if sr.state not in DONE_STAGE_STATES), stages[-1])
+    if run.state == RunState.SUCCEEDED:
+        step, current = total, stages[-1]
+    eta = None
+    own = [sr for sr in stages if sr.state != StageState.SKIPPED]
+    started = min((sr.started_at for sr in own if sr.started_at), default=None)
+    if run.state == RunState.RUNNING and started and own:
+        done = step - own[0].start_step
+        elapsed = (timezone.now() - started).total_seconds()
+        if done > 0 and elapsed > 0:
+            eta = round((total - step) * elapsed / done, 1)
+    return {
+        "step": step,
+        "total": total,
+        "fraction": round(step / total, 4) if total else 0.0,
+        "stage_index": current.stage_index,
+        "stage_name": current.name,
+        "stage_count": len(stages),
+        "eta_seconds": eta,
+    }
+
+
+def run_row(run: Run) -> dict[str, Any]:
+    return {
+        "id": run.pk,
+        "name": run.name,
+        "state": run.state,
+        "team": run.team.slug,
+        "pipeline": run.pipeline_id,
+        "pipeline_name": run.pipeline.name if run.pipeline else None,
+        "queue": run.queue.name,
+        "priority": run.priority,
+        "tags": list(run.tags),
+        "parent": run.parent_id,
+        "parent_name": run.parent.name if run.parent else None,
+        "created_at": run.created_at.isoformat(),
+        "finished_at": run.finished_at.isoformat() if run.finished_at else None,
+        "error": run.error[:300],
+        "stages": [
+            {
+                "index": sr.stage_index,
+                "name": sr.name,
+                "state": sr.state,
+                "start_step": sr.start_step,
+                "end_step": sr.end_step,
+                "last_step": sr.last_step,
+            }
+            for sr in run.stage_runs.all()
+        ],  # fmt: skip
+        "progress": run_progress(run),
+    }
+
+
+def run_rows(
+    *, user, filters: dict, ordering: str = "-created_at", page: int = 1, page_size: int = 25
+) -> dict[str, Any]:
+    if ordering not in RUN_ORDERINGS:
+        ordering = "-created_at"
+    qs = run_list(user=user, filters=filters).order_by(ordering, "-pk")
+    pages = Paginator(qs, page_size)
+    p = pages.get_page(page)
+    return {
+        "count": pages.count,
+        "page": p.number,
+        "pages": pages.num_pages,
+        "results": [run_row(r) for r in p.object_list],
+    }
+
+
+def _eval_points(run_ids_steps: list[tuple[int, int | None]]) -> dict[str, list[list[float]]]:
+    """``eval/*`` points of (run, up to step) pairs merged by key, ordered by step."""
+    out: dict[str, list[list[float]]] = defaultdict(list)
+    with connection.cursor() as cur:
+        for run_id, upto in run_ids_steps:
+            cur.execute(
+                """SELECT s.key, p.step, p.value FROM runs_metricpoint p
+                   JOIN runs_series s ON s.id = p.series_id
+                   WHERE s.run_id = %s AND s.key LIKE 'eval/%%'
+                     AND (%s::bigint IS NULL OR p.step <= %s::bigint)
+                   ORDER BY p.step""",
+                [run_id, upto, upto],
+            )
+            for key, step, value in cur.fetchall():
+                out[key].append([step, value])
+    return out
+
+
+def run_analysis(run: Run) -> dict[str, Any]:
+    """Stability gaps per stage boundary and eval set, and the eval-set x stage-end matrix,
+    from the eval series in the database (a fork includes its parent's history up to the
+    fork point, which it shares)."""
+    stages = list(run.stage_runs.all())
+    sources: list[tuple[int, int | None]] = [(run.pk, None)]
+    if run.parent_id and run.fork_checkpoint_id:
+        sources.append((run.parent_id, run.fork_checkpoint.step))
+    points = _eval_points(sources)
+    for v in points.values():
+        v.sort(key=lambda p: p[0])
+    boundaries = [sr.end_step for sr in stages]
+    done = [sr.end_step for sr in stages if sr.state in DONE_STAGE_STATES]
+    by_metric: dict[str, dict[str, list]] = defaultdict(dict)
+    for key, pts in points.items():
+        parts = key.split("/")
+        if len(parts) == 3:
+            by_metric[parts[2]][parts[1]] = pts
+    gaps, matrices = [], []
+    for metric, hib in GAP_METRICS.items():
+        sets = sorted(by_metric.get(metric, {}))
+        if not sets:
+            continue
+        series = [by_metric[metric][name] for name in sets]
+        if len(boundaries) >= 2:
+            for rec in stability_gaps(series, boundaries, higher_is_better=hib):
+                rec["metric"] = metric
+                rec["eval_set"] = sets[rec["eval_index"]]
+                rec["stage_after"] = stages[rec["boundary_index"] + 1].name
+                gaps.append(rec)
+        if done:
+            matrices.append(
+                {
+                    "metric": metric,
+                    "higher_is_better": hib,
+                    "eval_sets": sets,
+                    "stages": [sr.name for sr in stages if sr.end_step in done],
+                    "values": matrix_from_series(series, done),
+                }
+            )
+    return {
+        "run": run.pk,
+        "boundaries": boundaries,
+        "gaps": gaps,
+        "matrices": matrices,
+        "eval_points": sum(len(v) for v in points.values()),
+    }
+
+
+def queue_overview() -> list[dict[str, Any]]:
+    """Every queue with its running and queued stage runs, in dispatch order."""
+    queues = list(Queue.objects.order_by("-priority", "name"))
+    active = (
+        StageRun.objects.filter(state__in=[StageState.RUNNING, StageState.QUEUED])
+        .select_related("run", "run__team", "lease")
+        .order_by("-run__priority", "queued_at", "pk")
+    )
+    by_queue: dict[int, dict[str, list]] = defaultdict(lambda: {"running": [], "queued": []})
+    for sr in active:
+        by_queue[sr.run.queue_id][sr.state].append(sr)
+    return [{"queue": q, **by_queue[q.pk]} for q in queues]
+
+
+def runs_using_source(*, source_path: str, team_ids: list[int]) -> list[Run]:
+    """Runs whose plan mentions ``file:<source_path>``."""
+    needle = f'"file:{source_path}"'
+    return list(
+        Run.objects.filter(team_id__in=team_ids)
+        .annotate(plan_text=Cast("plan", TextField()))
+        .filter(plan_text__contains=needle)
+        .order_by("-created_at")[:50]
+    )

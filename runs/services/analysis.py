@@ -1,0 +1,115 @@
+"""Continual-learning analysis kept up to date at ingest (trainers.analysis does the maths).
+
+Each batch touches only the run's small ContinualState row: the cost per batch does not
+grow with the number of stored points.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+
+from runs.models import Run, RunAnalysis
+from trainers.analysis import ContinualState, loss_forgetting, matrix_metrics
+
+
+def analysis_layout(plan: dict) -> tuple[str, list[str], list[int]]:
+    """(metric, eval set names with stage j's own task at index j, stage boundaries)."""
+    sets = plan.get("eval_sets") or []
+    classification = any(e.get("kind") == "classification" for e in sets)
+    metric = "acc" if classification else "loss"
+    tasks = [s.get("task") for s in plan["stages"]]
+    ordered = [t for t in tasks if t] + [e["name"] for e in sets if e["name"] not in tasks]
+    bounds, end = [], 0
+    for s in plan["stages"]:
+        end += _stage_steps(s)
+        bounds.append(end)
+    return metric, ordered, bounds
+
+
+def _stage_steps(stage: dict) -> int:
+    if stage.get("steps"):
+        return int(stage["steps"])
+    per_step = int(stage.get("batch_size", 16)) * int(stage.get("seq_len", 64))
+    return -(-int(stage["tokens"]) // per_step)
+
+
+def _new_analysis(run: Run) -> RunAnalysis:
+    metric, names, bounds = analysis_layout(run.plan)
+    state = ContinualState(len(names), bounds, higher_is_better=metric == "acc")
+    return RunAnalysis(
+        run=run, metric=metric, eval_sets=names, boundaries=bounds, state=state.to_dict()
+    )
+
+
+def analysis_ingest(*, run_id: int, points: Sequence) -> None:
+    """Fold a batch's eval points into the run's analysis (inside the ingest transaction)."""
+    evals = [p for p in points if p.key.startswith("eval/")]
+    if not evals:
+        return
+    row = RunAnalysis.objects.select_for_update().filter(run_id=run_id).first()
+    if row is None:
+        run = Run.objects.get(pk=run_id)
+        if not run.plan.get("stages"):
+            return
+        row = _new_analysis(run)
+    index = {f"eval/{name}/{row.metric}": j for j, name in enumerate(row.eval_sets)}
+    per_set: dict[int, list[tuple[int, float]]] = defaultdict(list)
+    for p in evals:
+        j = index.get(p.key)
+        if j is not None:
+            per_set[j].append((p.step, float(p.value)))
+    if not per_set:
+        return
+    state = ContinualState.from_dict(row.state)
+    for j, pts in per_set.items():
+        pts.sort()
+        state.update(j, [s for s, _ in pts], [v for _, v in pts])
+        for s, v in pts:
+            if s == 0:
+                row.baseline[str(j)] = v
+    row.state = state.to_dict()
+    row.result = _result(row, state)
+    row.save()
+
+
+def _result(row: RunAnalysis, state: ContinualState) -> dict:
+    snap = state.snapshot()
+    T = len(row.boundaries)
+    baseline = [row.baseline.get(str(j)) for j in range(T)]
+    square = len(row.eval_sets) == T
+    out = {
+        "metric": row.metric,
+        "higher_is_better": row.metric == "acc",
+        "eval_sets": row.eval_sets,
+        "boundaries": row.boundaries,
+        "matrix": snap["matrix"],
+        "baseline": baseline,
+        "stability_gaps": snap["stability_gaps"],
+        "exact": snap["exact"],
+        "metrics": None,
+        "min_acc_per_task": None,
+        "avg_min_acc": None,
+        "wc_acc": None,
+        "loss_forgetting": None,
+    }
+    if square:
+        b = baseline if all(x is not None for x in baseline) else None
+        out["metrics"] = matrix_metrics([r[:T] for r in snap["matrix"]], b)
+    if row.metric == "acc":
+        out.update(
+            min_acc_per_task=snap["min_acc_per_task"],
+            avg_min_acc=snap["avg_min_acc"],
+            wc_acc=snap["wc_acc"],
+        )
+    else:
+        out["loss_forgetting"] = loss_forgetting(snap["matrix"])
+    return out
+
+
+def analysis_get(*, run: Run) -> dict:
+    row = RunAnalysis.objects.filter(run=run).first()
+    if row is None:
+        row = _new_analysis(run)
+        return _result(row, ContinualState.from_dict(row.state))
+    return row.result

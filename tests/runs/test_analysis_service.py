@@ -1,0 +1,82 @@
+import random
+
+import pytest
+
+from runs.services.analysis import analysis_get
+from runs.services.ingest import IngestPoint, ingest_points
+from runs.services.runs import run_submit
+from tests.runs.analysis_offline import offline_analysis
+from tests.runs.reduced_plan import reduced_lm_plan
+
+pytestmark = pytest.mark.django_db
+
+
+def _synthetic_rows(names, bounds, seed=0):
+    rng = random.Random(seed)
+    rows = []
+    for step in range(0, bounds[-1] + 1, 5):
+        for n in names:
+            rows.append({"key": f"eval/{n}/loss", "step": step, "value": rng.uniform(1, 6)})
+        rows.append({"key": "train/loss", "step": step, "value": rng.uniform(1, 6)})
+    return rows
+
+
+def test_incremental_analysis_equals_offline_functions_over_random_batches(team, queue):
+    run = run_submit(team=team, queue=queue, plan=reduced_lm_plan())
+    rows = _synthetic_rows(["prose", "code", "docstrings"], [40, 80, 100])
+    i = 0
+    rng = random.Random(1)
+    while i < len(rows):
+        n = rng.randint(1, 40)
+        batch = rows[i : i + n]
+        ingest_points(
+            run_id=run.pk,
+            stage_run_id=None,
+            points=[IngestPoint(r["key"], r["step"], r["value"]) for r in batch],
+            publish=False,
+        )
+        i += n
+    served = analysis_get(run=run)
+    expected = offline_analysis(rows, run.plan)
+    for key, value in expected.items():
+        assert served[key] == value, key
+    assert served["metric"] == "loss" and served["eval_sets"] == ["prose", "code", "docstrings"]
+    assert len(served["stability_gaps"]) == 2 * 3
+
+
+def test_analysis_api_before_any_point_has_the_shape_and_no_values(api, team, queue):
+    run = run_submit(team=team, queue=queue, plan=reduced_lm_plan())
+    body = api.get(f"/api/runs/{run.pk}/analysis/").json()
+    assert body["boundaries"] == [40, 80, 100]
+    assert body["matrix"] == [[None] * 3] * 3
+
+
+def test_lr_law_fit_endpoint_fits_and_refuses_too_little_data(api, team, queue):
+    from trainers.analysis import lr_law_predict
+    from trainers.engine import lr_preview
+    from trainers.plan import validate_plan
+
+    run = run_submit(team=team, queue=queue, plan=reduced_lm_plan())
+    r = api.get(f"/api/runs/{run.pk}/lr-law/?stage=0")
+    assert r.status_code == 400 and "at least 8" in r.json()["detail"]
+    lr = [float(x) for x in lr_preview(validate_plan(run.plan))[1:]]
+    true = {"L0": 2.0, "A": 1.0, "alpha": 0.4, "C": 5.0}
+    steps = list(range(1, 101))
+    loss = lr_law_predict(true, lr, steps)
+    ingest_points(
+        run_id=run.pk,
+        stage_run_id=None,
+        points=[IngestPoint("train/loss", s, v) for s, v in zip(steps, loss, strict=True)],
+    )
+    body = api.get(f"/api/runs/{run.pk}/lr-law/").json()
+    assert body["params"]["L0"] == pytest.approx(2.0, rel=1e-3)
+    assert body["final_step"] == 100
+    assert body["final_loss"] == pytest.approx(loss[-1], rel=1e-4)
+    assert api.get(f"/api/runs/{run.pk}/lr-law/?stage=9").status_code == 400
+    other = reduced_lm_plan()
+    other["stages"][0]["schedule"]["kind"] = "cosine"
+    what_if = api.post(f"/api/runs/{run.pk}/lr-law/what-if/", {"plan": other}, format="json")
+    assert what_if.status_code == 200
+    assert len(what_if.json()["predicted"]) == len(what_if.json()["steps"])
+    bad = api.post(f"/api/runs/{run.pk}/lr-law/what-if/", {"plan": {"name": "x"}}, format="json")
+    assert bad.status_code == 400
