@@ -12,7 +12,7 @@ import pytest
 
 from runs.models import Checkpoint, MetricPoint, Run, StageRun
 from runs.services.leases import requeue_expired
-from runs.services.runs import run_submit
+from runs.services.runs import run_fork, run_submit
 from tests import factories as f
 from tests.runs.reduced_plan import reduced_lm_plan
 from tests.workers import ROOT, Workers, wait_for
@@ -71,6 +71,17 @@ def test_submitted_pipeline_runs_through_all_stages_and_matches_cli(workers, cli
     ends = Checkpoint.objects.filter(run=run, stage_end=True)
     assert sorted(ends.values_list("step", flat=True)) == [40, 80, 100]
     assert all(Path(c.path).is_dir() for c in ends)
+
+    # A fork from the end of stage 1 with the same later stages repeats the parent exactly.
+    fork = run_fork(checkpoint=ends.get(step=40))
+    assert [s.state for s in fork.stage_runs.order_by("stage_index")][0] == "skipped"
+    wait_for(lambda: Run.objects.get(pk=fork.pk).is_terminal, 300, "the fork", workers.logs)
+    fork.refresh_from_db()
+    assert fork.state == "succeeded", (fork.error, workers.logs())
+    assert fork.parent_id == run.pk
+    forked = set(_stored(fork))
+    assert forked <= cli_reference
+    assert {(k, s) for k, s, _ in forked} >= {(k, s) for k, s, _ in cli_reference if s > 40}
 
 
 def test_killed_worker_is_replaced_and_the_run_resumes_exactly(workers, cli_reference):
