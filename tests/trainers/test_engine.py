@@ -152,3 +152,20 @@ def test_jsonl_sink_drops_rows_of_interrupted_attempt(tmp_path):
     s2.points([Point("a", 6, 6.0, 0.0, 0)])
     s2.run_finished()
     assert json.loads(path.read_text().splitlines()[-1])["step"] == 6
+
+
+def test_llama_with_length_curriculum_and_token_budget(tmp_path):
+    plan = lm_plan(steps=(4, 3, 3))
+    plan["model"] = {"arch": "llama", "n_layer": 1, "n_embd": 32, "n_head": 2, "vocab_size": 300}
+    del plan["stages"][0]["steps"]
+    plan["stages"][0]["tokens"] = 4 * 4 * 32
+    plan["stages"][2]["curriculum"] = {"by": "length"}
+    sink = MemorySink()
+    result = run_plan(validate_plan(plan), tmp_path, sink)
+    assert [r.end_step for r in result.stages] == [4, 7, 10]
+    assert all(math.isfinite(v) for _, v in sink.series("train/loss"))
+    # a checkpoint's model folder is a valid model.path for a new plan
+    plan2 = lm_plan(steps=(2, 1, 1))
+    plan2["model"] = {"arch": "llama", "path": str(tmp_path / "checkpoints/step-00000010/model")}
+    r = run_plan(validate_plan(plan2), tmp_path / "from_path", MemorySink())
+    assert r.stages[-1].completed

@@ -1,0 +1,143 @@
+"""Command line: validate / run / schema. Bad input gives one line on stderr and exit 2."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from trainers.events import Point
+from trainers.plan import Plan, PlanError, validate_plan
+from trainers.sinks import BaseSink, JsonlSink, MultiSink
+
+
+def load_plan(path: str) -> Plan:
+    p = Path(path)
+    if not p.is_file():
+        raise PlanError([{"path": "(file)", "message": f"plan file not found: {path}"}])
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise PlanError([{"path": "(file)", "message": f"invalid JSON: {e}"}]) from None
+    return validate_plan(data)
+
+
+def cap_steps(plan: Plan, n: int) -> Plan:
+    """The same plan with every stage budget cut to at most n steps (quick runs)."""
+    data = plan.model_dump(mode="json")
+    for st, spec in zip(data["stages"], plan.stages, strict=True):
+        st["steps"], st["tokens"] = min(spec.num_steps, n), None
+    return validate_plan(data)
+
+
+class ProgressSink(BaseSink):
+    """tqdm bar on stderr: stage, step, loss, ETA. Updated per point batch."""
+
+    def __init__(self, plan: Plan):
+        from tqdm import tqdm
+
+        self.plan = plan
+        self.bar = tqdm(total=plan.stage_bounds()[-1][1], unit="step", file=sys.stderr)
+        self.loss: float | None = None
+
+    def stage_started(self, stage_index: int, start_step: int) -> None:
+        self.bar.n = start_step
+        self.bar.set_description(f"stage {stage_index} {self.plan.stages[stage_index].name}")
+        self.bar.refresh()
+
+    def points(self, points: list[Point]) -> None:
+        steps = [p.step for p in points]
+        for p in points:
+            if p.key == "train/loss":
+                self.loss = p.value
+        self.bar.n = max(self.bar.n, max(steps))
+        if self.loss is not None:
+            self.bar.set_postfix(loss=f"{self.loss:.3f}", refresh=False)
+        self.bar.refresh()
+
+    def run_finished(self) -> None:
+        self.bar.close()
+
+    def error(self, message: str, traceback: str) -> None:
+        self.bar.close()
+
+
+def summary_table(plan: Plan, results) -> str:
+    rows = [("stage", "steps", "train loss", "evals")]
+    for r in results:
+        name = plan.stages[r.stage_index].name
+        ev = "  ".join(
+            f"{k.removeprefix('eval/')}={v:.3f}"
+            for k, v in sorted(r.evals.items())
+            if not k.endswith("/ppl")
+        )
+        loss = "-" if r.final_train_loss is None else f"{r.final_train_loss:.4f}"
+        rows.append((f"{r.stage_index} {name}", f"{r.start_step + 1}-{r.end_step}", loss, ev))
+    w = [max(len(r[c]) for r in rows) for c in range(3)]
+    return "\n".join(f"{a:<{w[0]}}  {b:<{w[1]}}  {c:<{w[2]}}  {d}" for a, b, c, d in rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m trainers", description=__doc__)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    v = sub.add_parser("validate", help="check a plan file")
+    v.add_argument("plan")
+    r = sub.add_parser("run", help="run all stages of a plan")
+    r.add_argument("plan")
+    r.add_argument("--out", required=True, help="output directory")
+    r.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
+    r.add_argument("--max-steps-per-stage", type=int, default=None, metavar="N")
+    r.add_argument("--no-progress", action="store_true")
+    sub.add_parser("schema", help="print the plan JSON schema")
+    args = ap.parse_args(argv)
+
+    if args.cmd == "schema":
+        from trainers.plan import plan_schema
+
+        print(json.dumps(plan_schema(), indent=2))
+        return 0
+    try:
+        plan = load_plan(args.plan)
+        if args.cmd == "validate":
+            print("ok")
+            return 0
+        if args.max_steps_per_stage is not None:
+            if args.max_steps_per_stage < 1:
+                raise PlanError([{"path": "--max-steps-per-stage", "message": "must be >= 1"}])
+            plan = cap_steps(plan, args.max_steps_per_stage)
+    except PlanError as e:
+        for err in e.errors:
+            print(f"{err['path']}: {err['message']}", file=sys.stderr)
+        return 2
+    return _run(plan, Path(args.out), args.resume, not args.no_progress)
+
+
+def _run(plan: Plan, out: Path, resume: bool, progress: bool) -> int:
+    from trainers.checkpoints import list_checkpoints
+    from trainers.data.sources import DataError
+    from trainers.engine import RunError, run_plan
+    from trainers.events import StageCanceled
+
+    if not resume and list_checkpoints(out):
+        print(
+            f"error: {out} already holds checkpoints: use --resume or a new --out", file=sys.stderr
+        )
+        return 1
+    out.mkdir(parents=True, exist_ok=True)
+    sinks = [JsonlSink(out / "metrics.jsonl")]
+    if progress:
+        sinks.append(ProgressSink(plan))
+    t0 = time.time()
+    try:
+        result = run_plan(plan, out, MultiSink(*sinks), resume=resume)
+    except (RunError, DataError, FileNotFoundError, ValueError) as e:
+        print(f"\nerror: {e}", file=sys.stderr)
+        return 1
+    except (StageCanceled, KeyboardInterrupt):
+        print("\ninterrupted: continue with --resume", file=sys.stderr)
+        return 130
+    print(summary_table(plan, result.stages))
+    print(f"done in {time.time() - t0:.1f}s; metrics in {out / 'metrics.jsonl'}")
+    return 0

@@ -1,0 +1,1 @@
+"""Readers, tokenizer, packing, mixtures and task splits. See each module."""

@@ -1,0 +1,350 @@
+"""Run one stage of a plan (or all of them) with continual evaluation and checkpoints.
+
+Steps are global across stages: stage i runs steps start_i + 1 .. end_i where end_i is the
+cumulative budget; step 0 is the untrained model. A stage always begins from a checkpoint
+(its own latest one, the previous stage's end, or `init_from`) or from scratch, so
+`run_plan` (a loop over `run_stage`) and per-stage workers produce the same numbers.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import traceback as tb
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from trainers import objectives
+from trainers.checkpoints import (
+    Loaded,
+    list_checkpoints,
+    load_checkpoint,
+    prune,
+    rng_state,
+    save_checkpoint,
+    seed_everything,
+    set_rng_state,
+)
+from trainers.data.build import eval_batches, plan_tokenizer, stage_mixture, to_tensors
+from trainers.data.tokenizer import eos_id, load_tokenizer
+from trainers.events import (
+    CheckpointInfo,
+    Control,
+    MetricSink,
+    Point,
+    RunResult,
+    StageCanceled,
+    StageResult,
+)
+from trainers.plan import Plan
+from trainers.schedules import stage_lr_table
+
+THREADS_ENV = "STAGEWISE_TORCH_THREADS"
+
+
+class RunError(RuntimeError):
+    """The run cannot start as asked (e.g. an occupied output directory)."""
+
+
+def torch_threads(plan: Plan) -> int:
+    """Fixed thread count: CPU results are bit-identical only with the same count."""
+    return plan.torch_threads or int(os.environ.get(THREADS_ENV, "1"))
+
+
+def _optimizer(model: nn.Module, plan: Plan, stage_index: int) -> torch.optim.AdamW:
+    o = plan.stages[stage_index].optimizer
+    decay = [p for p in model.parameters() if p.dim() >= 2]  # no decay on biases/norms
+    rest = [p for p in model.parameters() if p.dim() < 2]
+    groups = [
+        {"params": decay, "weight_decay": o.weight_decay},
+        {"params": rest, "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=o.lr, betas=o.betas, eps=o.eps)
+
+
+def _set_hparams(opt: torch.optim.Optimizer, plan: Plan, stage_index: int) -> None:
+    """After loading a previous stage's optimizer state, apply this stage's settings."""
+    o = plan.stages[stage_index].optimizer
+    for g, wd in zip(opt.param_groups, (o.weight_decay, 0.0), strict=True):
+        g.update(betas=o.betas, eps=o.eps, weight_decay=wd)
+
+
+class _Ref:
+    """Lazily loaded reference model for the ref_loss curriculum."""
+
+    def __call__(self, cur, arrays):
+        model = objectives.load_pretrained(Path(cur.ref_model)).eval()
+        return objectives.row_losses(model, arrays[0], arrays[1])
+
+
+def _start_point(plan: Plan, stage_index: int, out_dir: Path, init_from: Path | None):
+    """(checkpoint to start from or None, resumed inside this stage?)."""
+    start, end = plan.stage_bounds()[stage_index]
+    ckpts = list_checkpoints(out_dir)
+    inside = [c for c in ckpts if c.stage_index == stage_index and start < c.step <= end]
+    if inside:
+        return load_checkpoint(Path(inside[-1].path)), True
+    if stage_index > 0:
+        prev = [c for c in ckpts if c.stage_index == stage_index - 1 and c.stage_end]
+        if prev:
+            return load_checkpoint(Path(prev[-1].path)), False
+    if init_from is not None:
+        return load_checkpoint(Path(init_from)), False
+    if stage_index > 0:
+        raise RunError(
+            f"stage {stage_index} needs the stage-end checkpoint of stage {stage_index - 1} "
+            f"in {out_dir} or init_from"
+        )
+    return None, False
+
+
+class _Stage:
+    """State of one run_stage call; `run` is the training loop."""
+
+    def __init__(self, plan: Plan, i: int, out_dir: Path, sink: MetricSink, control, src, resumed):
+        self.plan, self.i, self.out_dir, self.sink, self.control = plan, i, out_dir, sink, control
+        self.st = plan.stages[i]
+        self.start, self.end = plan.stage_bounds()[i]
+        self.lm = self.st.objective != "classification"
+        src: Loaded | None
+        if resumed:
+            set_rng_state(src.state["rng"])
+        else:
+            seed_everything(plan.seed * 1_000_003 + i)
+        # Tokenizer: from the checkpoint we start from, else the model dir, else train one.
+        self.tok = None
+        if plan.model.arch != "mlp":
+            if src is not None and (src.path / "tokenizer.json").is_file():
+                self.tok = load_tokenizer(src.path / "tokenizer.json")
+            elif plan.model.path and (Path(plan.model.path) / "tokenizer.json").is_file():
+                self.tok = load_tokenizer(Path(plan.model.path) / "tokenizer.json")
+            else:
+                self.tok = plan_tokenizer(plan)
+            self.tok_json = self.tok.to_str()
+            (out_dir / "tokenizer.json").write_text(self.tok_json)
+        else:
+            self.tok_json = None
+        vocab = self.tok.get_vocab_size() if self.tok else 0
+        eos = eos_id(self.tok) if self.tok else 0
+        if src is None:
+            self.model = objectives.build_model(plan.model, vocab, eos)
+        else:
+            self.model = objectives.load_saved_model(plan.model, src.path / "model")
+        self.model.train()
+        self.opt = _optimizer(self.model, plan, i)
+        keep_opt = resumed or (src is not None and not self.st.optimizer.reset)
+        if keep_opt and "optimizer" in src.state:
+            self.opt.load_state_dict(src.state["optimizer"])
+            _set_hparams(self.opt, plan, i)
+        self.mixture = stage_mixture(plan, i, self.tok, _Ref())
+        if resumed:
+            self.mixture.load_state(src.state["streams"])
+        self.evals = {n: eval_batches(plan.eval_set(n), self.tok) for n in self.st.eval_sets}
+        self.lrs = stage_lr_table(plan, i)
+        self.step = src.info.step if resumed else self.start
+        self.resumed_from = src.info.step if resumed else None
+        self.last: dict[str, float] = dict(src.state.get("evals", {})) if resumed else {}
+        self.buffer: list[Point] = []
+        self.losses: list[torch.Tensor] = []
+        self.loss_meta: list[tuple[int, float, float]] = []  # (step, lr, time)
+        self.last_ckpt: CheckpointInfo | None = None
+
+    # -- metrics ----------------------------------------------------------------------
+    def _drain_losses(self) -> None:
+        """Turn the pending loss tensors into points: one sync for many steps."""
+        if not self.losses:
+            return
+        values = torch.stack(self.losses).tolist()
+        for v, (s, lr, t) in zip(values, self.loss_meta, strict=True):
+            self.buffer.append(Point("train/loss", s, v, t, self.i))
+            self.buffer.append(Point("lr", s, lr, t, self.i))
+        self.last["train/loss"] = values[-1]
+        self.losses, self.loss_meta = [], []
+
+    def flush(self) -> None:
+        self._drain_losses()
+        if self.buffer:
+            self.sink.points(self.buffer)
+            self.buffer = []
+
+    def evaluate(self, names: list[str], step: int) -> None:
+        self.model.eval()
+        now = time.time()
+        for name in names:
+            es = self.plan.eval_set(name)
+            if es.kind == "lm":
+                res = objectives.evaluate_lm(self.model, self.evals[name])
+            else:
+                res = objectives.evaluate_classification(self.model, self.evals[name])
+            for k, v in res.items():
+                key = f"eval/{name}/{k}"
+                self.buffer.append(Point(key, step, v, now, self.i))
+                self.last[key] = v
+        self.model.train()
+
+    def _eval_due(self, step: int) -> bool:
+        t = step - self.start
+        d = self.st.dense_eval
+        dense = d is not None and t <= d.steps and t % d.interval == 0
+        return step == self.end or t % self.st.eval_interval == 0 or dense
+
+    def checkpoint(self, step: int) -> None:
+        state = {
+            "optimizer": self.opt.state_dict(),
+            "streams": self.mixture.state(),
+            "rng": rng_state(),
+            "evals": {k: v for k, v in self.last.items()},
+            "lr": float(self.lrs[step - self.start]),
+        }
+        info = save_checkpoint(
+            self.out_dir,
+            step=step,
+            stage_index=self.i,
+            stage_end=step == self.end,
+            write_model=lambda p: objectives.save_model(self.model, p),
+            tokenizer_json=self.tok_json,
+            state=state,
+            plan_name=self.plan.name,
+        )
+        prune(self.out_dir, self.plan.keep_last)
+        self.last_ckpt = info
+        self.sink.checkpoint_saved(info)
+
+    # -- loop -------------------------------------------------------------------------
+    def run(self, max_steps: int | None) -> StageResult:
+        first = self.step + 1
+        self.sink.stage_started(self.i, first if self.resumed_from is not None else self.start)
+        if self.resumed_from is None:
+            if self.i == 0:
+                new_sets = list(self.st.eval_sets)  # step 0: the untrained baseline
+            else:
+                before = set(self.plan.stages[self.i - 1].eval_sets)
+                new_sets = [n for n in self.st.eval_sets if n not in before]
+            self.evaluate(new_sets, self.start)
+            self.flush()
+        stop = self.end if max_steps is None else min(self.end, self.step + max_steps)
+        st, model, opt = self.st, self.model, self.opt
+        clip, log_every = st.optimizer.grad_clip, self.plan.log_interval
+        params = [p for p in model.parameters()]
+        for step in range(first, stop + 1):
+            lr = float(self.lrs[step - self.start])
+            for g in opt.param_groups:
+                g["lr"] = lr
+            batch = to_tensors(self.mixture.batch(step))
+            loss = objectives.train_loss(st.objective, model, batch)
+            loss.backward()
+            if clip is not None:
+                torch.nn.utils.clip_grad_norm_(params, clip)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            self.losses.append(loss.detach())
+            self.loss_meta.append((step, lr, time.time()))
+            self.step = step
+            due_eval = self._eval_due(step)
+            due_ckpt = step == stop or (
+                st.checkpoint_interval is not None
+                and (step - self.start) % st.checkpoint_interval == 0
+            )
+            if due_eval:
+                self._drain_losses()
+                self.evaluate(st.eval_sets, step)
+            if due_eval or due_ckpt or step % log_every == 0:
+                self.flush()
+            if due_ckpt:  # after the flush: every point <= a checkpoint step is emitted
+                self.checkpoint(step)
+            if self.control is not None and self.control.should_stop():
+                self.flush()
+                raise StageCanceled(self.i, step)
+        self.flush()
+        completed = self.step == self.end
+        if completed:
+            self.sink.stage_finished(self.i, self.end)
+        return StageResult(
+            stage_index=self.i,
+            start_step=self.start,
+            end_step=self.step,
+            completed=completed,
+            resumed_from=self.resumed_from,
+            steps_run=self.step - first + 1,
+            final_train_loss=self.last.get("train/loss"),
+            evals={k: v for k, v in self.last.items() if k.startswith("eval/")},
+            checkpoint=self.last_ckpt,
+        )
+
+
+def run_stage(
+    plan: Plan,
+    stage_index: int,
+    out_dir: Path,
+    sink: MetricSink,
+    *,
+    control: Control | None = None,
+    init_from: Path | None = None,
+    max_steps: int | None = None,
+) -> StageResult:
+    """Run (or continue) one stage; see the module docstring for where it starts from.
+
+    max_steps bounds the optimizer steps of this call (a time slice): the call then
+    checkpoints and returns with completed=False; calling again continues.
+    A stage already finished in out_dir returns at once without sink calls.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if not 0 <= stage_index < len(plan.stages):
+        raise IndexError(f"plan has {len(plan.stages)} stages; no stage {stage_index}")
+    torch.set_num_threads(torch_threads(plan))
+    start, end = plan.stage_bounds()[stage_index]
+    done = [c for c in list_checkpoints(out_dir) if c.stage_index == stage_index and c.stage_end]
+    if done and done[-1].step == end:
+        meta = load_checkpoint(Path(done[-1].path)).state
+        evals = meta.get("evals", {})
+        return StageResult(
+            stage_index,
+            start,
+            end,
+            True,
+            end,
+            0,
+            evals.get("train/loss"),
+            {k: v for k, v in evals.items() if k.startswith("eval/")},
+            done[-1],
+        )
+    try:
+        src, resumed = _start_point(plan, stage_index, out_dir, init_from)
+        stage = _Stage(plan, stage_index, out_dir, sink, control, src, resumed)
+        return stage.run(max_steps)
+    except StageCanceled:
+        raise
+    except Exception as e:
+        sink.error(f"{type(e).__name__}: {e}", tb.format_exc())
+        raise
+
+
+def run_plan(
+    plan: Plan,
+    out_dir: Path,
+    sink: MetricSink,
+    *,
+    resume: bool = False,
+    control: Control | None = None,
+) -> RunResult:
+    """All stages in order. Without resume, out_dir must not hold checkpoints already."""
+    out_dir = Path(out_dir)
+    if not resume and list_checkpoints(out_dir):
+        raise RunError(f"{out_dir} already holds checkpoints: resume, or use a new directory")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "plan.json").write_text(plan.model_dump_json(indent=2))
+    sink.run_started(plan)
+    results = [run_stage(plan, i, out_dir, sink, control=control) for i in range(len(plan.stages))]
+    sink.run_finished()
+    return RunResult(results, str(out_dir))
+
+
+def lr_preview(plan: Plan) -> np.ndarray:
+    """LR at every global step 0..total (for plots before launching)."""
+    from trainers.schedules import lr_at
+
+    return lr_at(plan, np.arange(plan.stage_bounds()[-1][1] + 1))

@@ -1,0 +1,362 @@
+"""Typed, validated description of a staged training pipeline.
+
+A plan is plain JSON. `validate_plan(dict)` turns it into a `Plan` or raises `PlanError`
+listing every problem with the dotted field path (``stages.1.data.0.weight``) and the
+reason, so a bad plan is rejected before any model or data is built.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+BUILTIN_SOURCES = ("builtin:prose", "builtin:code", "builtin:docstrings", "builtin:digits")
+FILE_SUFFIXES = (".txt", ".jsonl", ".parquet")
+SIZES: dict[str, dict[str, int]] = {
+    # name: layers, width, heads. "tiny" trains at ~30 ms/step on one CPU thread.
+    "tiny": {"n_layer": 2, "n_embd": 64, "n_head": 2},
+    "small": {"n_layer": 4, "n_embd": 128, "n_head": 4},
+    "base": {"n_layer": 6, "n_embd": 256, "n_head": 8},
+}
+
+PosInt = Annotated[int, Field(gt=0)]
+NonNegInt = Annotated[int, Field(ge=0)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelSpec(_Model):
+    """Which network to train. LM objectives need gpt2/llama, classification needs mlp."""
+
+    arch: Literal["gpt2", "llama", "mlp"] = "gpt2"
+    size: Literal["tiny", "small", "base"] | None = None
+    n_layer: PosInt | None = None
+    n_embd: PosInt | None = None
+    n_head: PosInt | None = None
+    path: str | None = Field(None, description="local HF model directory (from_pretrained)")
+    hidden: list[PosInt] = Field(default_factory=lambda: [64], description="mlp hidden widths")
+    vocab_size: int = Field(512, ge=260, le=32768, description="BPE vocab trained for the run")
+    max_positions: PosInt = 256
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+
+    @model_validator(mode="after")
+    def _check(self) -> ModelSpec:
+        if self.path is not None and self.arch == "mlp":
+            raise ValueError("path is only supported for gpt2/llama models")
+        if self.path is not None and not os.path.isdir(self.path):
+            raise ValueError(f"model directory not found: {self.path}")
+        if self.n_embd and self.n_head and self.n_embd % self.n_head:
+            raise ValueError("n_embd must be divisible by n_head")
+        return self
+
+    def dims(self) -> dict[str, int]:
+        """Layers/width/heads: explicit values override the named size (default tiny)."""
+        d = dict(SIZES[self.size or "tiny"])
+        for k in ("n_layer", "n_embd", "n_head"):
+            if getattr(self, k) is not None:
+                d[k] = getattr(self, k)
+        if d["n_embd"] % d["n_head"]:
+            raise ValueError("n_embd must be divisible by n_head")
+        return d
+
+
+class SourceSpec(_Model):
+    """One dataset: `builtin:<name>` or `file:/abs/path.(txt|jsonl|parquet)`."""
+
+    source: str
+    text_field: str = "text"
+    prompt_field: str | None = None
+    response_field: str | None = None
+    classes: list[Annotated[int, Field(ge=0, le=9)]] | None = Field(
+        None, description="digits: keep only these classes (class-incremental tasks)"
+    )
+    permute_seed: int | None = Field(None, description="digits: fixed pixel permutation")
+
+    @model_validator(mode="after")
+    def _check(self) -> SourceSpec:
+        s = self.source
+        if s.startswith("builtin:"):
+            if s not in BUILTIN_SOURCES:
+                raise ValueError(f"unknown dataset {s!r}; known: {', '.join(BUILTIN_SOURCES)}")
+        elif s.startswith("file:"):
+            path = s[len("file:") :]
+            if not os.path.isabs(path):
+                raise ValueError(f"file source must be an absolute path: {path!r}")
+            if not path.endswith(FILE_SUFFIXES):
+                raise ValueError(f"file source must end with one of {', '.join(FILE_SUFFIXES)}")
+        else:
+            raise ValueError(f"unknown dataset {s!r}: use builtin:<name> or file:/abs/path")
+        if (self.prompt_field is None) != (self.response_field is None):
+            raise ValueError("prompt_field and response_field must be given together")
+        is_digits = s == "builtin:digits"
+        if not is_digits and (self.classes is not None or self.permute_seed is not None):
+            raise ValueError("classes/permute_seed only apply to builtin:digits")
+        if self.classes is not None and len(self.classes) == 0:
+            raise ValueError("classes must not be empty")
+        return self
+
+    @property
+    def source_kind(self) -> Literal["text", "pairs", "images"]:
+        if self.source == "builtin:digits":
+            return "images"
+        if self.source == "builtin:docstrings" or self.prompt_field is not None:
+            return "pairs"
+        return "text"
+
+    @property
+    def file_path(self) -> str | None:
+        return self.source[len("file:") :] if self.source.startswith("file:") else None
+
+    def key(self) -> str:
+        """Stable identity of the examples this spec selects (cache key, stream name)."""
+        parts = [self.source, self.text_field, self.prompt_field, self.response_field]
+        parts += [self.classes, self.permute_seed]
+        return "|".join(str(p) for p in parts)
+
+
+class DataSpec(SourceSpec):
+    name: str | None = Field(None, description="name used by replay (defaults to source)")
+    weight: float = Field(1.0, ge=0.0)
+
+    @property
+    def ref(self) -> str:
+        return self.name or self.source
+
+
+class ReplaySpec(_Model):
+    source: str = Field(description="name or source of a data entry of an earlier stage")
+    ratio: float = Field(ge=0.0, le=1.0, description="fraction of each batch")
+
+
+class OptimizerSpec(_Model):
+    name: Literal["adamw"] = "adamw"
+    lr: float = Field(1e-3, gt=0.0, description="peak learning rate of the stage")
+    betas: tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]] = (
+        0.9,
+        0.95,
+    )
+    eps: float = Field(1e-8, gt=0.0)
+    weight_decay: float = Field(0.0, ge=0.0)
+    grad_clip: float | None = Field(1.0, gt=0.0)
+    reset: bool = Field(False, description="start this stage with fresh AdamW moments")
+
+
+class ScheduleSpec(_Model):
+    """LR shape of one stage; the peak is `optimizer.lr`. See trainers/schedules.py."""
+
+    kind: Literal["constant", "linear", "cosine", "wsd", "infinite"] = "constant"
+    warmup_steps: NonNegInt = 0
+    warmup_from: Literal["zero", "previous"] = Field(
+        "zero", description="'previous' re-warms from the previous stage's last LR"
+    )
+    min_lr: float = Field(0.0, ge=0.0)
+    decay_fraction: float = Field(0.2, gt=0.0, le=1.0, description="wsd: share of steps decaying")
+    decay_shape: Literal["linear", "cosine", "1-sqrt"] = "linear"
+    plateau_lr: float | None = Field(None, gt=0.0, description="infinite: constant plateau LR")
+    cooldown_steps: NonNegInt = Field(0, description="infinite: cosine from peak to plateau")
+    anneal_steps: NonNegInt = Field(0, description="infinite: final anneal plateau -> min_lr")
+
+
+class DenseEvalSpec(_Model):
+    interval: PosInt
+    steps: PosInt = Field(description="dense evaluation during the first N steps of the stage")
+
+
+class CurriculumSpec(_Model):
+    by: Literal["length", "ref_loss"]
+    ref_model: str | None = Field(None, description="ref_loss: local HF model directory")
+
+    @model_validator(mode="after")
+    def _check(self) -> CurriculumSpec:
+        if self.by == "ref_loss" and not self.ref_model:
+            raise ValueError("curriculum by ref_loss needs ref_model")
+        return self
+
+
+class EvalSetSpec(SourceSpec):
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    split: Literal["heldout", "train"] = "heldout"
+    kind: Literal["lm", "classification"] = "lm"
+    max_batches: PosInt = Field(4, description="evaluation cost budget, in batches")
+    batch_size: PosInt = 32
+    seq_len: PosInt = 64
+
+
+class StageSpec(_Model):
+    name: str = Field(min_length=1)
+    objective: Literal["causal_lm", "sft", "classification"]
+    data: list[DataSpec] = Field(min_length=1)
+    replay: list[ReplaySpec] = Field(default_factory=list)
+    steps: PosInt | None = Field(None, description="budget in optimizer steps")
+    tokens: PosInt | None = Field(None, description="budget in tokens (LM objectives)")
+    batch_size: PosInt = 16
+    seq_len: PosInt = 64
+    optimizer: OptimizerSpec = Field(default_factory=OptimizerSpec)
+    schedule: ScheduleSpec = Field(default_factory=ScheduleSpec)
+    eval_sets: list[str] = Field(default_factory=list)
+    eval_interval: PosInt = 50
+    dense_eval: DenseEvalSpec | None = None
+    checkpoint_interval: PosInt | None = None
+    curriculum: CurriculumSpec | None = None
+    task: str | None = Field(None, description="eval set that is this stage's own task")
+
+    @property
+    def num_steps(self) -> int:
+        if self.steps is not None:
+            return self.steps
+        assert self.tokens is not None
+        return math.ceil(self.tokens / (self.batch_size * self.seq_len))
+
+
+class Plan(_Model):
+    name: str = Field(min_length=1)
+    seed: int = 0
+    model: ModelSpec = Field(default_factory=ModelSpec)
+    eval_sets: list[EvalSetSpec] = Field(default_factory=list)
+    stages: list[StageSpec] = Field(min_length=1)
+    keep_last: PosInt = Field(2, description="checkpoints kept besides stage ends")
+    log_interval: PosInt = Field(25, description="steps between metric flushes to the sink")
+    torch_threads: PosInt | None = Field(None, description="default: $STAGEWISE_TORCH_THREADS or 1")
+
+    def stage_bounds(self) -> list[tuple[int, int]]:
+        """(start, end) global steps of each stage: stage i runs steps start+1 .. end."""
+        bounds, start = [], 0
+        for st in self.stages:
+            bounds.append((start, start + st.num_steps))
+            start += st.num_steps
+        return bounds
+
+    def eval_set(self, name: str) -> EvalSetSpec:
+        return next(e for e in self.eval_sets if e.name == name)
+
+    def resolve_replay(self, stage_index: int) -> list[tuple[DataSpec, float, int]]:
+        """(data entry, ratio, index of the stage it comes from) for each replay item."""
+        out = []
+        for rp in self.stages[stage_index].replay:
+            for j in range(stage_index - 1, -1, -1):
+                hit = [d for d in self.stages[j].data if rp.source in (d.ref, d.source)]
+                if hit:
+                    out.append((hit[0], rp.ratio, j))
+                    break
+        return out
+
+
+class PlanError(ValueError):
+    """A plan failed validation. `.errors` is a list of {"path", "message"}."""
+
+    def __init__(self, errors: list[dict[str, str]]):
+        self.errors = errors
+        super().__init__("\n".join(f"{e['path']}: {e['message']}" for e in errors))
+
+
+def _semantic_errors(plan: Plan, check_files: bool) -> list[dict[str, str]]:
+    """Cross-field rules pydantic cannot express per field."""
+    errs: list[dict[str, str]] = []
+
+    def err(path: str, msg: str) -> None:
+        errs.append({"path": path, "message": msg})
+
+    names = [e.name for e in plan.eval_sets]
+    for i, n in enumerate(names):
+        if names.index(n) != i:
+            err(f"eval_sets.{i}.name", f"duplicate eval set name {n!r}")
+    lm_model = plan.model.arch in ("gpt2", "llama")
+    for i, es in enumerate(plan.eval_sets):
+        if es.kind == "classification" and es.source_kind != "images":
+            err(f"eval_sets.{i}.kind", "classification eval needs builtin:digits")
+        if es.kind == "lm" and es.source_kind == "images":
+            err(f"eval_sets.{i}.kind", "builtin:digits is a classification set, not lm")
+        if es.kind == "lm" and not lm_model:
+            err(
+                f"eval_sets.{i}.kind",
+                f"lm eval set needs a gpt2/llama model, not {plan.model.arch}",
+            )
+        if es.kind == "classification" and lm_model:
+            err(f"eval_sets.{i}.kind", "classification eval set needs model.arch 'mlp'")
+        if es.seq_len > plan.model.max_positions:
+            err(
+                f"eval_sets.{i}.seq_len",
+                f"exceeds model.max_positions ({plan.model.max_positions})",
+            )
+    sources_so_far: list[set[str]] = []
+    for i, st in enumerate(plan.stages):
+        p = f"stages.{i}"
+        refs = {d.ref for d in st.data} | {d.source for d in st.data}
+        if (st.steps is None) == (st.tokens is None):
+            err(p, "give exactly one budget: steps or tokens")
+        if st.tokens is not None and st.objective == "classification":
+            err(f"{p}.tokens", "a token budget needs an LM objective; use steps")
+        if st.objective == "classification" and lm_model:
+            err(f"{p}.objective", "classification needs model.arch 'mlp'")
+        if st.objective in ("causal_lm", "sft") and not lm_model:
+            err(f"{p}.objective", f"{st.objective} needs model.arch gpt2 or llama")
+        if st.seq_len > plan.model.max_positions:
+            err(f"{p}.seq_len", f"exceeds model.max_positions ({plan.model.max_positions})")
+        total_w = sum(d.weight for d in st.data)
+        if not total_w > 0:
+            err(f"{p}.data", "weights must sum to a positive number")
+        for j, d in enumerate(st.data):
+            if st.objective == "classification" and d.source_kind != "images":
+                err(f"{p}.data.{j}.source", "classification needs builtin:digits data")
+            if st.objective != "classification" and d.source_kind == "images":
+                err(f"{p}.data.{j}.source", f"{st.objective} cannot train on builtin:digits")
+        if st.objective == "sft" and not any(d.source_kind == "pairs" for d in st.data):
+            err(f"{p}.data", "sft needs at least one prompt/response source")
+        total_r = 0.0
+        for j, rp in enumerate(st.replay):
+            total_r += rp.ratio
+            if not any(rp.source in s for s in sources_so_far):
+                err(f"{p}.replay.{j}.source", f"{rp.source!r} is not data of an earlier stage")
+        if total_r >= 1.0:
+            err(f"{p}.replay", f"replay ratios sum to {total_r:g}; must be below 1")
+        for j, name in enumerate(st.eval_sets):
+            if name not in names:
+                err(f"{p}.eval_sets.{j}", f"eval set {name!r} is not defined in eval_sets")
+        if st.task is not None and st.task not in names:
+            err(f"{p}.task", f"eval set {st.task!r} is not defined in eval_sets")
+        if st.dense_eval and st.dense_eval.interval > st.dense_eval.steps:
+            err(f"{p}.dense_eval.interval", "must not exceed dense_eval.steps")
+        sources_so_far.append(refs)
+    if check_files:
+        specs: list[tuple[str, SourceSpec]] = [
+            (f"eval_sets.{i}.source", e) for i, e in enumerate(plan.eval_sets)
+        ]
+        for i, st in enumerate(plan.stages):
+            specs += [(f"stages.{i}.data.{j}.source", d) for j, d in enumerate(st.data)]
+        for path, spec in specs:
+            fp = spec.file_path
+            if fp is not None and not os.path.isfile(fp):
+                err(path, f"file not found: {fp}")
+    return errs
+
+
+def _loc(loc: tuple[Any, ...]) -> str:
+    # Drop pydantic's union/validator tags so paths read like stages.1.data.0.weight.
+    return ".".join(str(x) for x in loc if not (isinstance(x, str) and x.startswith("function-")))
+
+
+def validate_plan(data: dict[str, Any], *, check_files: bool = True) -> Plan:
+    """Parse and check a plan; raise PlanError with every problem found."""
+    if not isinstance(data, dict):
+        raise PlanError([{"path": "(root)", "message": "plan must be a JSON object"}])
+    try:
+        plan = Plan.model_validate(data)
+    except ValidationError as e:
+        errors = []
+        for x in e.errors():
+            msg = x["msg"].removeprefix("Value error, ")
+            errors.append({"path": _loc(x["loc"]) or "(root)", "message": msg})
+        raise PlanError(errors) from None
+    errors = _semantic_errors(plan, check_files)
+    if errors:
+        raise PlanError(errors)
+    return plan
+
+
+def plan_schema() -> dict[str, Any]:
+    return Plan.model_json_schema()
