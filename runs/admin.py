@@ -9,6 +9,7 @@ from runs.models import (
     Pipeline,
     Queue,
     Run,
+    RunAnalysis,
     Series,
     StageDefinition,
     StageRun,
@@ -236,3 +237,22 @@ class SeriesAdmin(admin.ModelAdmin):
     list_display = ["run", "stage_run", "key", "count", "first_step", "last_step"]
     search_fields = ["key", "run__name"]
     readonly_fields = ["count", "first_step", "last_step"]
+
+
+@admin.register(RunAnalysis)
+class RunAnalysisAdmin(admin.ModelAdmin):
+    list_display = ["run", "metric", "bwt", "avg_forgetting", "updated_at"]
+    search_fields = ["run__name"]
+    readonly_fields = ["run", "metric", "eval_sets", "boundaries", "baseline", "result", "state"]
+
+    def _metric(self, obj: RunAnalysis, name: str):
+        value = (obj.result.get("metrics") or {}).get(name)
+        return None if value is None else round(value, 4)
+
+    @admin.display(description="BWT")
+    def bwt(self, obj: RunAnalysis):
+        return self._metric(obj, "bwt")
+
+    @admin.display(description="avg forgetting")
+    def avg_forgetting(self, obj: RunAnalysis):
+        return self._metric(obj, "avg_forgetting")

@@ -11,16 +11,20 @@ import pytest
 
 
 def pytest_sessionfinish(session, exitstatus):
-    # Stop the embedded servers this test data dir uses unless asked to keep them warm.
+    # Stop the embedded servers this session started, unless asked to keep them warm.
     from django.conf import settings
 
     if settings.configured and getattr(settings, "STAGEWISE_EMBEDDED", False):
         if not os.environ.get("STAGEWISE_KEEP_SERVICES"):
             from pathlib import Path
 
-            from webapp.embedded import stop_all
+            from webapp.embedded import started_here, stop_postgres, stop_redis
 
-            stop_all(Path(settings.STAGEWISE_DATA_DIR))
+            data_dir = Path(settings.STAGEWISE_DATA_DIR)
+            if "redis" in started_here:
+                stop_redis(data_dir)
+            if "postgres" in started_here:
+                stop_postgres(data_dir)
 
 
 @pytest.fixture

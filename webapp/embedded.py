@@ -16,6 +16,10 @@ from pathlib import Path
 
 DB_NAME = "stagewise"
 
+# Which servers this process started (not merely attached to): the test session stops only
+# those, so parallel sessions sharing a data dir do not pull the servers from under each other.
+started_here: set[str] = set()
+
 
 class EmbeddedError(RuntimeError):
     """A one-line, user-facing reason why the embedded services could not start."""
@@ -44,6 +48,7 @@ def _pg_dir(data_dir: Path) -> Path:
 def ensure_postgres(data_dir: Path) -> str:
     """Start (or attach to) the embedded server and return a DATABASE_URL for it."""
     check_data_dir(data_dir)
+    was_running = _pg_running(data_dir)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # platformdirs warns about XDG_RUNTIME_DIR
         import pgserver
@@ -53,11 +58,23 @@ def ensure_postgres(data_dir: Path) -> str:
         except Exception as exc:  # pgserver raises bare exceptions with long output
             first = str(exc).strip().splitlines()[:1] or [type(exc).__name__]
             raise EmbeddedError(f"embedded PostgreSQL failed to start: {first[0]}") from exc
+    if not was_running:
+        started_here.add("postgres")
     host = server.get_postmaster_info().socket_dir
     exists = server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{DB_NAME}';")
     if "1 row" not in exists:
         server.psql(f"CREATE DATABASE {DB_NAME};")
     return f"postgres://postgres@/{DB_NAME}?host={host}"
+
+
+def _pg_running(data_dir: Path) -> bool:
+    pid_file = _pg_dir(data_dir) / "postmaster.pid"
+    try:
+        pid = int(pid_file.read_text().splitlines()[0])
+        os.kill(pid, 0)
+    except (OSError, ValueError, IndexError):
+        return False
+    return True
 
 
 def stop_postgres(data_dir: Path) -> None:
@@ -124,6 +141,7 @@ def ensure_redis(data_dir: Path) -> str:
             "--appendonly", "no",
         ]  # fmt: skip
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        started_here.add("redis")
         deadline = time.monotonic() + 10
         while not _redis_alive(sock):
             if time.monotonic() > deadline:

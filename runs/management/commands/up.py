@@ -71,7 +71,7 @@ class Command(BaseCommand):
         if not opts["no_worker"]:
             queues = opts["queues"] or self._all_queues()
             spawn("worker", [py, "-m", "celery", "-A", "webapp", "worker", "-Q", queues,
-                             "--concurrency", "1", "--loglevel", "INFO", "-n", "up-worker@%h"])  # fmt: skip
+                             "--concurrency", "1", "--loglevel", "WARNING", "-n", "up-worker@%h"])  # fmt: skip
             spawn("scheduler", [py, "-m", "celery", "-A", "webapp", "beat", "--loglevel", "WARNING",
                                 "-s", str(data_dir / "celerybeat-schedule")])  # fmt: skip
         self.stdout.write(f"Stagewise is up at http://{host}:{port}/  (Ctrl-C to stop)")
