@@ -24,6 +24,7 @@ class CheckpointOut(serializers.ModelSerializer):
 
 class RunOut(serializers.ModelSerializer):
     stages = StageRunOut(source="stage_runs", many=True, read_only=True)
+    analysis = serializers.SerializerMethodField(help_text="acc/bwt/fwt/avg_forgetting summary")
     queue = serializers.SlugRelatedField(slug_field="name", read_only=True)
     team = serializers.SlugRelatedField(slug_field="slug", read_only=True)
     pipeline_name = serializers.CharField(source="pipeline.name", default=None, read_only=True)
@@ -32,7 +33,16 @@ class RunOut(serializers.ModelSerializer):
         model = Run
         fields = ["id", "name", "team", "pipeline", "pipeline_name", "queue", "priority", "state",
                   "tags", "seed", "parent", "fork_checkpoint", "created_at", "queued_at",
-                  "started_at", "finished_at", "error", "stages"]  # fmt: skip
+                  "started_at", "finished_at", "error", "stages", "analysis"]  # fmt: skip
+
+    def get_analysis(self, run: Run) -> dict | None:
+        # select_related by run_list: no query per row
+        result = getattr(getattr(run, "analysis", None), "result", None) or {}
+        metrics = result.get("metrics") or {}
+        if not result:
+            return None
+        keys = ("acc", "bwt", "fwt", "avg_forgetting")
+        return {"metric": result.get("metric"), **{k: metrics.get(k) for k in keys}}
 
 
 class RunDetailOut(RunOut):

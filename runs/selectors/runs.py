@@ -9,7 +9,7 @@ def run_list(*, user, filters: dict | None = None) -> QuerySet[Run]:
     f = filters or {}
     qs = (
         Run.objects.filter(team_id__in=team_ids_for(user))
-        .select_related("pipeline", "queue", "team", "parent")
+        .select_related("pipeline", "queue", "team", "parent", "analysis")
         .prefetch_related(Prefetch("stage_runs", queryset=StageRun.objects.order_by("stage_index")))
     )
     if f.get("state"):

@@ -169,3 +169,22 @@ def test_fork_with_unknown_checkpoint_is_400(api, run):
     r = api.post(f"/api/runs/{run.pk}/fork/", {"checkpoint": 12345}, format="json")
     assert r.status_code == 400
     assert "checkpoint" in r.json()
+
+
+def test_run_list_is_paginated_filtered_and_has_no_query_per_row(
+    api, team, queue, django_assert_max_num_queries
+):
+    plan = reduced_lm_plan()
+    for i in range(6):
+        run = run_submit(team=team, queue=queue, plan=plan, tags=["even" if i % 2 else "odd"])
+        ingest_points(
+            run_id=run.pk,
+            stage_run_id=None,
+            points=[IngestPoint(f"eval/{n}/loss", 40, 1.0 + i) for n in ("prose", "code")],
+        )
+    with django_assert_max_num_queries(8):
+        body = api.get("/api/runs/?limit=4").json()
+    assert body["count"] == 6 and len(body["results"]) == 4 and body["next"]
+    assert body["results"][0]["analysis"]["metric"] == "loss"
+    assert api.get("/api/runs/?tag=even").json()["count"] == 3
+    assert api.get("/api/runs/?ordering=bogus").status_code == 400
