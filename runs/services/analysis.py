@@ -42,16 +42,17 @@ def _new_analysis(run: Run) -> RunAnalysis:
     )
 
 
-def analysis_ingest(*, run_id: int, points: Sequence) -> None:
-    """Fold a batch's eval points into the run's analysis (inside the ingest transaction)."""
+def analysis_ingest(*, run_id: int, points: Sequence) -> dict | None:
+    """Fold a batch's eval points into the run's analysis (inside the ingest transaction).
+    Returns the new result when the batch changed it, for the live push."""
     evals = [p for p in points if p.key.startswith("eval/")]
     if not evals:
-        return
+        return None
     row = RunAnalysis.objects.select_for_update().filter(run_id=run_id).first()
     if row is None:
         run = Run.objects.get(pk=run_id)
         if not run.plan.get("stages"):
-            return
+            return None
         row = _new_analysis(run)
     index = {f"eval/{name}/{row.metric}": j for j, name in enumerate(row.eval_sets)}
     per_set: dict[int, list[tuple[int, float]]] = defaultdict(list)
@@ -60,7 +61,7 @@ def analysis_ingest(*, run_id: int, points: Sequence) -> None:
         if j is not None:
             per_set[j].append((p.step, float(p.value)))
     if not per_set:
-        return
+        return None
     state = ContinualState.from_dict(row.state)
     for j, pts in per_set.items():
         pts.sort()
@@ -71,6 +72,7 @@ def analysis_ingest(*, run_id: int, points: Sequence) -> None:
     row.state = state.to_dict()
     row.result = _result(row, state)
     row.save()
+    return row.result
 
 
 def _result(row: RunAnalysis, state: ContinualState) -> dict:

@@ -164,9 +164,11 @@ def ingest_points(
         )
         from runs.services.analysis import analysis_ingest
 
-        analysis_ingest(run_id=run_id, points=points)
+        analysis = analysis_ingest(run_id=run_id, points=points)
         if publish:
             batch = _batch_message(run_id, points)
+            if analysis is not None:
+                batch["analysis"] = analysis
             transaction.on_commit(lambda: _publish(run_id, batch))
     return len(points)
 
