@@ -41,10 +41,13 @@ class Workers:
 
     def start(self, queue: str, name: str) -> subprocess.Popen:
         log = open(self.tmp / f"worker-{name}.log", "w")  # noqa: SIM115 - closed with the process
+        # fmt: off
+        cmd = [sys.executable, "-m", "celery", "-A", "webapp", "worker", "-Q", queue, "-P", "solo",
+               "--without-gossip", "--without-mingle", "--without-heartbeat", "-n", f"{name}@%h",
+               "--loglevel", "INFO"]
+        # fmt: on
         proc = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "webapp", "worker", "-Q", queue, "-P", "solo",
-             "--without-gossip", "--without-mingle", "--without-heartbeat", "-n", f"{name}@%h",
-             "--loglevel", "INFO"],  # fmt: skip
+            cmd,
             cwd=ROOT,
             env=self.env,
             stdout=log,

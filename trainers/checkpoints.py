@@ -36,6 +36,7 @@ def rng_state() -> dict[str, Any]:
         "python": random.getstate(),
         "numpy": np.random.get_state(),
         "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
     }
 
 
@@ -43,6 +44,8 @@ def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
     torch.set_rng_state(state["torch"])
+    if state.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def seed_everything(seed: int) -> None:
@@ -109,7 +112,9 @@ def load_checkpoint(path: Path) -> Loaded:
     info = read_info(path)
     if info is None:
         raise FileNotFoundError(f"not a checkpoint directory: {path}")
-    state = torch.load(path / "state.pt", weights_only=False)
+    # map to CPU: a checkpoint written on a GPU worker resumes anywhere; the optimizer's
+    # load_state_dict moves its tensors to the parameters' device.
+    state = torch.load(path / "state.pt", weights_only=False, map_location="cpu")
     return Loaded(info, state, path)
 
 

@@ -30,6 +30,7 @@ from trainers.checkpoints import (
 )
 from trainers.data.build import eval_batches, plan_tokenizer, stage_mixture, to_tensors
 from trainers.data.tokenizer import eos_id, load_tokenizer
+from trainers.device import resolve_device
 from trainers.events import (
     CheckpointInfo,
     Control,
@@ -133,7 +134,8 @@ class _Stage:
             self.model = objectives.build_model(plan.model, vocab, eos)
         else:
             self.model = objectives.load_saved_model(plan.model, src.path / "model")
-        self.model.train()
+        self.device = resolve_device()
+        self.model.to(self.device).train()  # before the optimizer: its state follows params
         self.opt = _optimizer(self.model, plan, i)
         keep_opt = resumed or (src is not None and not self.st.optimizer.reset)
         if keep_opt and "optimizer" in src.state:
@@ -142,7 +144,13 @@ class _Stage:
         self.mixture = stage_mixture(plan, i, self.tok, _Ref())
         if resumed:
             self.mixture.load_state(src.state["streams"])
-        self.evals = {n: eval_batches(plan.eval_set(n), self.tok) for n in self.st.eval_sets}
+        self.evals = {
+            n: [
+                tuple(t.to(self.device) for t in b)
+                for b in eval_batches(plan.eval_set(n), self.tok)
+            ]
+            for n in self.st.eval_sets
+        }
         self.lrs = stage_lr_table(plan, i)
         self.step = src.info.step if resumed else self.start
         self.resumed_from = src.info.step if resumed else None
@@ -233,7 +241,9 @@ class _Stage:
             lr = float(self.lrs[step - self.start])
             for g in opt.param_groups:
                 g["lr"] = lr
-            batch = to_tensors(self.mixture.batch(step))
+            batch = tuple(
+                t.to(self.device, non_blocking=True) for t in to_tensors(self.mixture.batch(step))
+            )
             loss = objectives.train_loss(st.objective, model, batch)
             loss.backward()
             if clip is not None:

@@ -115,7 +115,7 @@ def load_saved_model(spec: ModelSpec, path: Path) -> nn.Module:
     """The model saved by save_model at path (a checkpoint's model/ folder)."""
     if spec.arch == "mlp":
         model = MLP(list(spec.hidden))
-        model.load_state_dict(torch.load(path / "mlp.pt", weights_only=True))
+        model.load_state_dict(torch.load(path / "mlp.pt", weights_only=True, map_location="cpu"))
         return model
     if not (path / "config.json").is_file():
         raise ValueError(f"no language model saved in {path}")
@@ -147,9 +147,9 @@ def train_loss(objective: str, model: nn.Module, batch: tuple[torch.Tensor, ...]
 @torch.no_grad()
 def evaluate_lm(model: nn.Module, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> dict:
     """Token-weighted mean loss over the batches, and its perplexity."""
-    total, count = torch.zeros((), dtype=torch.float64), 0
+    total, count = 0.0, 0
     for ids, labels in batches:
-        total += lm_loss(model, ids, labels, reduction="sum").double()
+        total += float(lm_loss(model, ids, labels, reduction="sum").double())
         count += int((labels[:, 1:] != -100).sum())
     loss = float(total) / max(count, 1)
     return {"loss": loss, "ppl": float(np.exp(min(loss, 50.0)))}
