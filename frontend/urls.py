@@ -2,4 +2,17 @@ from django.urls import path
 
 from frontend import views
 
-urlpatterns = [path("", views.home, name="home")]
+urlpatterns = [
+    path("", views.runs_page, name="home"),
+    path("runs/<int:run_id>/", views.run_page, name="run"),
+    path("compare/", views.compare_page, name="compare"),
+    path("pipelines/", views.pipelines_page, name="pipelines"),
+    path("pipelines/new/", views.pipeline_edit, name="pipeline-new"),
+    path("pipelines/<int:pipeline_id>/edit/", views.pipeline_edit, name="pipeline-edit"),
+    path("datasets/", views.datasets_page, name="datasets"),
+    path("datasets/upload/", views.dataset_upload, name="dataset-upload"),
+    path("datasets/versions/<int:version_id>/", views.dataset_version_page, name="dataset-version"),
+    path("queues/", views.queues_page, name="queues"),
+    path("queues/<int:queue_id>/pause/", views.queue_toggle, name="queue-toggle"),
+    path("vendor/plotly-<str:version>.min.js", views.plotly_js, name="plotly-js"),
+]

@@ -1,7 +1,225 @@
+"""Pages. Each view renders a template with the little data the page needs up front (passed
+with ``json_script``); the page's JS module reads everything else from the JSON API."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import plotly
+from django.conf import settings
+from django.contrib.admin.views.decorators import staff_member_required
 from django.contrib.auth.decorators import login_required
-from django.shortcuts import render
+from django.core.exceptions import ValidationError
+from django.http import FileResponse, Http404, JsonResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
+
+from runs.models import Dataset, DatasetVersion, Pipeline, Queue
+from runs.models.runs import RunState
+from runs.selectors.dashboard import queue_overview, runs_using_source
+from runs.selectors.runs import run_get, run_list
+from runs.selectors.teams import team_ids_for, teams_for
+from runs.services.plans import pipeline_to_plan
+
+PLOTLY_JS = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
+
+
+def plotly_js(request, version: str = ""):
+    """Plotly.js from the installed ``plotly`` package (no CDN). The URL carries the version,
+    so the file can be cached for a year."""
+    resp = FileResponse(open(PLOTLY_JS, "rb"), content_type="text/javascript")  # noqa: SIM115
+    resp["Cache-Control"] = "public, max-age=31536000, immutable"
+    return resp
+
+
+def _queues_for(user) -> list[dict]:
+    ids = set(team_ids_for(user))
+    out = []
+    for q in Queue.objects.prefetch_related("allowed_teams").order_by("-priority", "name"):
+        allowed = {t.pk for t in q.allowed_teams.all()}
+        if not allowed or allowed & ids:
+            out.append({"name": q.name, "paused": q.paused})
+    return out
 
 
 @login_required
-def home(request):
-    return render(request, "frontend/home.html")
+def runs_page(request):
+    pipelines = Pipeline.objects.filter(team_id__in=team_ids_for(request.user)).order_by("name")
+    return render(
+        request,
+        "frontend/runs.html",
+        {
+            "pipelines": pipelines,
+            "queues": _queues_for(request.user),
+            "states": RunState.choices,
+            "f": request.GET,
+        },
+    )
+
+
+@login_required
+def run_page(request, run_id: int):
+    run = run_get(user=request.user, run_id=run_id)
+    if run is None:
+        raise Http404("run not found")
+    data = {
+        "id": run.pk,
+        "name": run.name,
+        "eval_sets": [e["name"] for e in run.plan.get("eval_sets", [])],
+        "can_write": run.team_id in team_ids_for(request.user, write=True),
+        "queues": _queues_for(request.user),
+    }
+    return render(request, "frontend/run.html", {"run": run, "page_data": data})
+
+
+@login_required
+def compare_page(request):
+    runs = run_list(user=request.user).order_by("-created_at")[:200]
+    choices = [
+        {"id": r.pk, "name": r.name, "state": r.state, "parent": r.parent_id,
+         "pipeline": r.pipeline.name if r.pipeline else None}
+        for r in runs
+    ]  # fmt: skip
+    return render(request, "frontend/compare.html", {"page_data": {"runs": choices}})
+
+
+@login_required
+def pipelines_page(request):
+    pipelines = (
+        Pipeline.objects.filter(team_id__in=team_ids_for(request.user))
+        .select_related("team")
+        .prefetch_related("stages")
+        .order_by("name")
+    )
+    return render(request, "frontend/pipelines.html", {"pipelines": pipelines})
+
+
+def _visible_pipeline(request, pipeline_id: int) -> Pipeline:
+    qs = Pipeline.objects.filter(team_id__in=team_ids_for(request.user))
+    return get_object_or_404(qs, pk=pipeline_id)
+
+
+@login_required
+def pipeline_edit(request, pipeline_id: int | None = None):
+    pipeline, plan = None, None
+    if pipeline_id is not None:
+        pipeline = _visible_pipeline(request, pipeline_id)
+        plan = pipeline_to_plan(pipeline)
+    elif request.GET.get("from"):
+        source = _visible_pipeline(request, int(request.GET["from"]))
+        plan = {**pipeline_to_plan(source), "name": f"{source.name}-copy"}
+    elif request.GET.get("example"):
+        from runs.services.demo import EXAMPLES_DIR
+
+        name = Path(request.GET["example"]).name
+        path = EXAMPLES_DIR / f"{name}.json"
+        if path.is_file():
+            import json
+
+            plan = json.loads(path.read_text())
+    data = {
+        "pipeline": pipeline.pk if pipeline else None,
+        "plan": plan,
+        "queues": _queues_for(request.user),
+        "teams": [t.slug for t in teams_for(request.user)],
+    }
+    return render(request, "frontend/pipeline_edit.html", {"pipeline": pipeline, "page_data": data})
+
+
+@login_required
+def datasets_page(request):
+    datasets = (
+        Dataset.objects.filter(team_id__in=team_ids_for(request.user))
+        .select_related("team")
+        .prefetch_related("versions")
+        .order_by("name")
+    )
+    return render(
+        request,
+        "frontend/datasets.html",
+        {
+            "datasets": datasets,
+            "page_data": {"max_bytes": settings_max_upload()},
+            "max_mb": settings_max_upload() // (1024 * 1024),
+        },
+    )
+
+
+def settings_max_upload() -> int:
+    return int(getattr(settings, "STAGEWISE_MAX_UPLOAD_BYTES", 200 * 1024 * 1024))
+
+
+@login_required
+@require_POST
+def dataset_upload(request):
+    from runs.services.datasets import DatasetUploadError, dataset_version_create
+
+    f = request.FILES.get("file")
+    name = (request.POST.get("name") or "").strip()
+    if f is None:
+        return JsonResponse({"detail": "choose a file to upload", "field": "file"}, status=400)
+    if f.size > settings_max_upload():
+        mb = settings_max_upload() // (1024 * 1024)
+        return JsonResponse({"detail": f"file is larger than {mb} MB", "field": "file"}, 413)
+    teams = list(teams_for(request.user).filter(pk__in=team_ids_for(request.user, write=True)))
+    if not teams:
+        return JsonResponse({"detail": "your role is read-only (viewer)"}, status=403)
+    try:
+        version, created = dataset_version_create(
+            team=teams[0], name=name or f.name, upload=f, filename=f.name, user=request.user
+        )
+    except (DatasetUploadError, ValidationError) as exc:
+        msg = exc.messages[0] if isinstance(exc, ValidationError) else str(exc)
+        return JsonResponse({"detail": msg, "field": "file"}, status=400)
+    return JsonResponse(
+        {
+            "dataset": version.dataset.name,
+            "version": version.version,
+            "id": version.pk,
+            "created": created,
+            "sha256": version.content_hash,
+            "records": version.records,
+            "url": f"/datasets/versions/{version.pk}/",
+        },
+        status=201 if created else 200,
+    )
+
+
+@login_required
+def dataset_version_page(request, version_id: int):
+    from runs.services.datasets import dataset_preview
+
+    qs = DatasetVersion.objects.filter(dataset__team_id__in=team_ids_for(request.user))
+    version = get_object_or_404(qs.select_related("dataset"), pk=version_id)
+    try:
+        preview, preview_error = dataset_preview(version), ""
+    except Exception as exc:  # an unreadable file is shown as a message, not a 500
+        preview, preview_error = [], f"cannot read the file: {exc}"
+    used_by = runs_using_source(
+        source_path=version.storage_path, team_ids=team_ids_for(request.user)
+    )
+    return render(
+        request,
+        "frontend/dataset_version.html",
+        {"v": version, "preview": preview, "preview_error": preview_error, "used_by": used_by},
+    )
+
+
+@login_required
+def queues_page(request):
+    return render(request, "frontend/queues.html", {"queues": queue_overview()})
+
+
+@staff_member_required
+@require_POST
+def queue_toggle(request, queue_id: int):
+    queue = get_object_or_404(Queue, pk=queue_id)
+    queue.paused = request.POST.get("paused") == "1"
+    queue.save(update_fields=["paused", "updated_at"])
+    if not queue.paused:
+        from django.db import transaction
+
+        from runs.services.dispatch import dispatch
+
+        transaction.on_commit(dispatch)
+    return redirect("queues")

@@ -1,0 +1,106 @@
+// Pipeline editor: JSON plan with inline validation (field paths from the plan validator),
+// a per-stage table that marks stages with errors, a live LR preview, save and run.
+import { errorLines, postJSON } from "./api.js";
+import { h, pageData, replaceChildren } from "./dom.js";
+import { stageShapes } from "./run_charts_ui.js";
+
+const data = pageData();
+const ta = document.getElementById("plan-json");
+const status = document.getElementById("editor-status");
+const errList = document.getElementById("plan-errors");
+const okLine = document.getElementById("plan-ok");
+const queueSel = document.getElementById("run-queue");
+let pipelineId = data.pipeline;
+
+const EMPTY_PLAN = { name: "my-pipeline", seed: 0, model: { arch: "gpt2", size: "tiny" }, eval_sets: [],
+  stages: [{ name: "stage-1", objective: "causal_lm", data: [{ source: "builtin:prose" }], steps: 100 }] };
+ta.value = JSON.stringify(data.plan || EMPTY_PLAN, null, 2);
+for (const q of data.queues) queueSel.append(h("option", { value: q.name }, q.paused ? `${q.name} (paused)` : q.name));
+
+Plotly.newPlot("chart-lr-preview", [], { margin: { l: 60, r: 10, t: 20, b: 40 },
+  xaxis: { title: { text: "global step" } }, yaxis: { title: { text: "lr" } } }, { responsive: true, displaylogo: false });
+
+function parse() {
+  try { return { plan: JSON.parse(ta.value) }; } catch (e) { return { error: `JSON syntax: ${e.message}` }; }
+}
+
+function showErrors(lines) {
+  okLine.hidden = lines.length > 0;
+  replaceChildren(errList, lines.map(([path, msg]) => h("li", { dataset: { path } }, path ? h("code", {}, path) : null, path ? " " : null, msg)));
+}
+
+function renderStages(plan, lines) {
+  const bad = new Set(lines.map(([p]) => p).filter((p) => p.startsWith("stages.")).map((p) => Number(p.split(".")[1])));
+  const stages = Array.isArray(plan && plan.stages) ? plan.stages : [];
+  replaceChildren(document.querySelector("#stage-table tbody"), stages.map((s, i) => {
+    const msgs = lines.filter(([p]) => p.startsWith(`stages.${i}.`) || p === `stages.${i}`);
+    return [h("tr", { class: bad.has(i) ? "has-error" : "" },
+      h("td", {}, i), h("td", {}, String(s.name ?? "")), h("td", {}, String(s.objective ?? "")),
+      h("td", {}, s.steps !== undefined ? `${s.steps} steps` : s.tokens !== undefined ? `${s.tokens} tokens` : "—"),
+      h("td", {}, (s.data || []).map((d) => `${d.source}${d.weight !== undefined ? ` ×${d.weight}` : ""}`).join(", ")),
+      h("td", {}, s.optimizer && s.optimizer.lr !== undefined ? String(s.optimizer.lr) : "default"),
+      h("td", {}, s.schedule && s.schedule.kind ? String(s.schedule.kind) : "default"),
+      h("td", {}, (s.eval_sets || []).join(", "))),
+    msgs.length ? h("tr", { class: "has-error" }, h("td", { colspan: 8, class: "error small" },
+      msgs.map(([p, m]) => `${p}: ${m}`).join(" · "))) : null];
+  }).flat());
+}
+
+let seq = 0;
+async function check() {
+  const mine = ++seq;
+  const { plan, error } = parse();
+  if (error) { showErrors([["", error]]); renderStages(null, []); return false; }
+  try {
+    const r = await postJSON("/api/ui/plan-preview/", { plan });
+    if (mine !== seq) return true;
+    showErrors([]);
+    renderStages(plan, []);
+    const { shapes, annotations } = stageShapes(r.stages);
+    Plotly.react("chart-lr-preview", [{ x: r.steps, y: r.lr, mode: "lines", name: "lr", line: { color: "#2f6fde" } }],
+      { margin: { l: 60, r: 10, t: 24, b: 40 }, shapes, annotations, xaxis: { title: { text: "global step" } },
+        yaxis: { title: { text: "lr" } } });
+    return true;
+  } catch (e) {
+    if (mine !== seq) return false;
+    const lines = errorLines(e);
+    showErrors(lines);
+    renderStages(plan, lines);
+    return false;
+  }
+}
+
+let timer = null;
+ta.addEventListener("input", () => { clearTimeout(timer); timer = setTimeout(check, 300); });
+
+async function save() {
+  if (!(await check())) { status.textContent = "Fix the errors first."; return null; }
+  try {
+    const p = await postJSON("/api/pipelines/", { plan: JSON.parse(ta.value) });
+    pipelineId = p.id;
+    status.textContent = `Saved pipeline “${p.name}”.`;
+    history.replaceState(null, "", `/pipelines/${p.id}/edit/`);
+    return p;
+  } catch (e) {
+    const lines = errorLines(e);
+    showErrors(lines);
+    status.textContent = "Not saved: see the errors.";
+    return null;
+  }
+}
+
+document.getElementById("save-pipeline").addEventListener("click", save);
+document.getElementById("run-pipeline").addEventListener("click", async () => {
+  const p = await save();
+  if (!p) return;
+  try {
+    const body = { pipeline: p.id, queue: queueSel.value };
+    const name = document.getElementById("run-name").value.trim();
+    if (name) body.name = name;
+    const run = await postJSON("/api/runs/", body);
+    window.location.href = `/runs/${run.id}/`;
+  } catch (e) {
+    status.textContent = `Could not start the run: ${errorLines(e).map(([k, m]) => (k ? `${k}: ${m}` : m)).join("; ")}`;
+  }
+});
+check();

@@ -1,0 +1,260 @@
+// The run page: live charts (socket + catch-up), stage timeline, stability gaps, forgetting
+// matrix, checkpoints with fork, events, cancel.
+import { ApiError, errorLines, getJSON, postJSON } from "./api.js";
+import { fmtBytes, fmtDuration, fmtNum, h, pageData, replaceChildren } from "./dom.js";
+import { heatmap, LiveChart } from "./run_charts_ui.js";
+import { SeriesStore } from "./run_store.js";
+import { connectRun } from "./run_socket.js";
+
+const data = pageData();
+const runId = data.id;
+const base = `/api/runs/${runId}`;
+const store = new SeriesStore();
+const MAX_AFTER = 50000;
+
+const evalMetricSel = document.getElementById("eval-metric");
+const charts = {
+  train: new LiveChart(document.getElementById("chart-train"), { ytitle: "loss" }),
+  eval: new LiveChart(document.getElementById("chart-eval"), {
+    ytitle: evalMetricSel.value, label: (k) => k.split("/")[1] }),
+  lr: new LiveChart(document.getElementById("chart-lr"), { ytitle: "lr", height: 260 }),
+};
+window.stagewiseCharts = charts; // read by the browser tests
+
+function chartFor(key) {
+  if (key === "train/loss") return charts.train;
+  if (key === "lr") return charts.lr;
+  const p = key.split("/");
+  if (p[0] === "eval" && p.length === 3 && p[2] === evalMetricSel.value) return charts.eval;
+  return null; // stored, but not drawn on this page
+}
+
+// ---------------------------------------------------------------- live series
+let syncing = false;
+let buffered = [];
+let summary = null;
+
+function draw(key, steps, values) {
+  const fresh = store.merge(key, steps, values);
+  const chart = chartFor(key);
+  if (chart && fresh.steps.length) chart.append(key, fresh.steps, fresh.values);
+  return fresh.steps.length;
+}
+
+async function fullLoad() {
+  const { keys } = await getJSON(`${base}/metrics/`);
+  if (!keys.length) return;
+  const q = encodeURIComponent(keys.join(","));
+  const { series } = await getJSON(`${base}/series/?keys=${q}&max_points=2000`);
+  for (const [key, s] of Object.entries(series)) {
+    store.reset(key, s.steps);
+    const chart = chartFor(key);
+    if (chart) chart.setSeries(key, s.steps, s.values);
+  }
+}
+
+async function catchUp(keys) {
+  for (const key of keys) {
+    for (;;) {
+      const after = store.lastStep(key);
+      const url = `${base}/series/?keys=${encodeURIComponent(key)}&after_step=${after}`;
+      const s = (await getJSON(url)).series[key];
+      draw(key, s.steps, s.values);
+      if (s.steps.length < MAX_AFTER) break;
+    }
+  }
+}
+
+// Run fn while socket batches wait in `buffered`; afterwards replay them (dedupe by step).
+async function withSync(fn) {
+  syncing = true;
+  try { await fn(); } catch (e) { showError(e); }
+  syncing = false;
+  const queued = buffered;
+  buffered = [];
+  queued.forEach(onMessage);
+}
+
+let analysisTimer = null;
+function onPoints(msg) {
+  const gaps = Object.entries(msg.series)
+    .filter(([key, s]) => s.steps.length && store.gapBefore(key, Math.min(...s.steps)))
+    .map(([key]) => key);
+  if (gaps.length) {
+    buffered.push(msg);
+    withSync(() => catchUp(gaps));
+    return;
+  }
+  let evalSeen = false;
+  for (const [key, s] of Object.entries(msg.series)) {
+    draw(key, s.steps, s.values);
+    if (key.startsWith("eval/")) evalSeen = true;
+  }
+  if (evalSeen) {
+    clearTimeout(analysisTimer);
+    analysisTimer = setTimeout(loadAnalysis, 800);
+  }
+}
+
+function onMessage(msg) {
+  if (syncing) { buffered.push(msg); return; }
+  if (msg.type === "run.points") onPoints(msg);
+  else if (msg.type === "run.event") onEvent(msg);
+}
+
+let firstOpen = true;
+const socket = connectRun(runId, {
+  onOpen: () => withSync(async () => {
+    if (firstOpen) { firstOpen = false; await fullLoad(); }
+    await catchUp(store.keys()); // a reconnect: everything after the last drawn step
+  }),
+  onMessage,
+  onStatus: (s) => {
+    const el = document.getElementById("live-status");
+    el.textContent = s;
+    el.dataset.state = s;
+  },
+});
+window.stagewiseSocket = socket;
+
+// Zoom: fetch a finer window for the visible range; reset: the whole run again.
+for (const chart of [charts.train, charts.eval]) {
+  chart.onZoom(async (range) => {
+    const keys = chart.keys();
+    if (!keys.length) return;
+    let url = `${base}/series/?keys=${encodeURIComponent(keys.join(","))}&max_points=1000`;
+    if (range) url += `&min_step=${range[0]}&max_step=${range[1]}`;
+    try {
+      const { series } = await getJSON(url);
+      for (const [key, s] of Object.entries(series)) chart.setSeries(key, s.steps, s.values);
+    } catch (e) { showError(e); }
+  });
+}
+
+evalMetricSel.addEventListener("change", async () => {
+  Plotly.purge(charts.eval.div);
+  charts.eval = new LiveChart(document.getElementById("chart-eval"), {
+    ytitle: evalMetricSel.value, label: (k) => k.split("/")[1] });
+  const keys = store.keys().filter((k) => chartFor(k) === charts.eval);
+  if (keys.length) {
+    const { series } = await getJSON(`${base}/series/?keys=${encodeURIComponent(keys.join(","))}&max_points=2000`);
+    for (const [key, s] of Object.entries(series)) charts.eval.setSeries(key, s.steps, s.values);
+  }
+  if (summary) charts.eval.setStages(summary.stages);
+  loadAnalysis();
+});
+
+// ---------------------------------------------------------------- summary, timeline, events
+function showError(e) {
+  const el = document.getElementById("run-error");
+  el.textContent = e instanceof ApiError ? errorLines(e).map(([k, m]) => (k ? `${k}: ${m}` : m)).join("; ") : String(e);
+}
+
+const events = document.getElementById("events");
+function logEvent(text, kind = "") {
+  events.prepend(h("li", { class: kind }, h("time", {}, new Date().toLocaleTimeString()), " ", text));
+}
+
+const seenStates = new Map();
+function renderSummary(s) {
+  const prevRun = seenStates.get("run");
+  if (prevRun && prevRun !== s.state) logEvent(`run ${s.state}`, `state-${s.state}`);
+  seenStates.set("run", s.state);
+  for (const st of s.stages) {
+    const prev = seenStates.get(st.index);
+    if (prev !== undefined && prev !== st.state) logEvent(`stage ${st.name}: ${st.state}`);
+    seenStates.set(st.index, st.state);
+  }
+  const badge = document.getElementById("run-state");
+  badge.textContent = s.state;
+  badge.className = `badge state-${s.state}`;
+  const p = s.progress;
+  document.getElementById("run-progress-bar").style.width = `${(p.fraction * 100).toFixed(1)}%`;
+  document.getElementById("run-progress-text").textContent =
+    `stage ${p.stage_index + 1}/${p.stage_count} (${p.stage_name}) · step ${p.step} of ${p.total}` +
+    (p.eta_seconds !== null ? ` · ETA ${fmtDuration(p.eta_seconds)}` : "");
+  if (s.error) document.getElementById("run-error").textContent = s.error;
+  const total = p.total || 1;
+  replaceChildren(document.getElementById("timeline"), s.stages.map((st) => {
+    const done = st.state === "succeeded" || st.state === "skipped" ? st.end_step : (st.last_step ?? st.start_step);
+    const frac = Math.max(0, Math.min(1, (done - st.start_step) / (st.end_step - st.start_step)));
+    return h("div", { class: `stage state-${st.state}`, style: `flex:${(st.end_step - st.start_step) / total}`,
+      title: `${st.name}: steps ${st.start_step + 1}–${st.end_step} (${st.state})` },
+    h("div", { class: "stage-fill", style: `width:${(frac * 100).toFixed(1)}%` }),
+    h("span", { class: "stage-name" }, st.name), h("span", { class: "stage-state" }, st.state));
+  }));
+  const cancel = document.getElementById("cancel-run");
+  cancel.hidden = !data.can_write || ["succeeded", "failed", "canceled"].includes(s.state);
+  renderCheckpoints(s.checkpoints);
+}
+
+function renderCheckpoints(ckpts) {
+  document.getElementById("ckpt-empty").hidden = ckpts.length > 0;
+  replaceChildren(document.querySelector("#ckpt-table tbody"), ckpts.map((c) => h("tr", {},
+    h("td", {}, c.step), h("td", {}, summary.stages[c.stage_index]?.name ?? c.stage_index),
+    h("td", {}, c.stage_end ? "stage end" : "periodic"), h("td", {}, fmtBytes(c.size_bytes)),
+    h("td", {}, data.can_write ? h("button", { class: "small fork-btn", dataset: { ckpt: c.id },
+      onclick: () => fork(c) }, "Fork from here") : ""))));
+}
+
+async function fork(ckpt) {
+  const err = document.getElementById("fork-error");
+  err.textContent = "";
+  try {
+    const run = await postJSON(`${base}/fork/`, { checkpoint: ckpt.id });
+    window.location.href = `/runs/${run.id}/`;
+  } catch (e) {
+    err.textContent = errorLines(e).map(([k, m]) => (k ? `${k}: ${m}` : m)).join("; ");
+  }
+}
+
+let lastStagesSig = "";
+async function loadSummary() {
+  try {
+    summary = await getJSON(`/api/ui/runs/${runId}/`);
+  } catch (e) { showError(e); return; }
+  const sig = JSON.stringify(summary.stages.map((s) => [s.start_step, s.end_step, s.name]));
+  if (sig !== lastStagesSig) {
+    lastStagesSig = sig;
+    for (const c of Object.values(charts)) c.setStages(summary.stages);
+  }
+  renderSummary(summary);
+}
+
+function onEvent(msg) {
+  const detail = Object.entries(msg).filter(([k]) => !["type", "run", "event"].includes(k))
+    .map(([k, v]) => `${k}=${typeof v === "object" ? JSON.stringify(v) : v}`).join(" ");
+  logEvent(`${msg.event}${detail ? ` (${detail})` : ""}`, `event-${msg.event}`);
+  loadSummary();
+  if (msg.event === "stage_finished") loadAnalysis();
+}
+
+document.getElementById("cancel-run").addEventListener("click", async () => {
+  if (!window.confirm("Cancel this run? The running stage stops at its next step.")) return;
+  try { await postJSON(`${base}/cancel/`); logEvent("cancel requested"); loadSummary(); } catch (e) { showError(e); }
+});
+
+// ---------------------------------------------------------------- analysis
+async function loadAnalysis() {
+  let a;
+  try { a = await getJSON(`/api/ui/runs/${runId}/analysis/`); } catch (e) { showError(e); return; }
+  const rows = a.gaps.filter((g) => g.extreme_step !== null);
+  document.getElementById("gaps-empty").hidden = rows.length > 0;
+  replaceChildren(document.querySelector("#gaps-table tbody"), rows.map((g) => h("tr", { class: g.dropped ? "dropped" : "" },
+    h("td", {}, `${g.boundary_step} → ${g.stage_after}`), h("td", {}, g.eval_set), h("td", {}, g.metric),
+    h("td", {}, fmtNum(g.reference_value)), h("td", {}, fmtNum(g.extreme_value)),
+    h("td", { class: "num" }, fmtNum(g.drop_depth)), h("td", { class: "num" }, g.time_to_drop ?? "—"),
+    h("td", { class: "num" }, g.dropped ? (g.time_to_recover ?? "not yet") : "no drop"))));
+  const metric = evalMetricSel.value;
+  charts.eval.setAnnotations(rows.filter((g) => g.dropped && g.metric === metric).map((g) => ({
+    x: g.extreme_step, y: g.extreme_value, xref: "x", yref: "y", text: `gap ${fmtNum(g.drop_depth, 2)}`,
+    showarrow: true, arrowhead: 2, ax: 0, ay: metric === "acc" ? 30 : -30, font: { size: 10 } })));
+  const m = a.matrices.find((x) => x.metric === (metric === "acc" ? "acc" : "loss")) || a.matrices[0];
+  if (m) heatmap(document.getElementById("chart-matrix"), m);
+}
+
+loadSummary().then(loadAnalysis);
+// The socket carries points and events; the summary (progress, ETA, checkpoints) is polled.
+setInterval(() => {
+  if (!summary || !["succeeded", "failed", "canceled"].includes(summary.state)) loadSummary();
+}, 3000);

@@ -1,0 +1,140 @@
+"""Browser tests: a real daphne ASGI server and a real Celery worker on the test database,
+driven by the system Chromium through Playwright (no browser download)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.workers import ROOT, Workers, test_database_url
+
+# Playwright's sync API keeps an event loop on this thread; the ORM calls the test makes
+# between browser steps are still plain synchronous calls.
+os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip
+ARTIFACTS = ROOT / "test-artifacts"
+PASSWORD = "pw-for-tests-1"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Daphne:
+    """``daphne webapp.asgi:application`` on a free port, with the test database's URL."""
+
+    def __init__(self, tmp: Path):
+        from django.conf import settings
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {
+            **os.environ,
+            "DATABASE_URL": test_database_url(),
+            "REDIS_URL": settings.REDIS_URL,
+            "STAGEWISE_DATA_DIR": str(settings.STAGEWISE_DATA_DIR),
+            "SESSION_COOKIE_SECURE": "false",  # plain http on 127.0.0.1
+            "PYTHONUNBUFFERED": "1",
+        }
+        self.log_path = tmp / "daphne.log"
+        log = open(self.log_path, "w")  # noqa: SIM115 - closed with the process
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "daphne",
+                "-b",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "webapp.asgi:application",
+            ],  # fmt: skip
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"daphne exited:\n{self.logs()}")
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+                return
+            except OSError:
+                time.sleep(0.2)
+        raise RuntimeError(f"daphne did not listen in 60 s:\n{self.logs()}")
+
+    def logs(self) -> str:
+        return self.log_path.read_text()[-4000:]
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+@pytest.fixture
+def stack(transactional_db, tmp_path):
+    """A team member, a fresh queue with one worker, and the web server."""
+    from tests import factories as f
+
+    team = f.TeamFactory()
+    user = f.UserFactory(is_staff=True)
+    user.save()  # the factory sets the password without saving it
+    f.MembershipFactory(user=user, team=team, role="member")
+    queue = f.QueueFactory(name=f"e2e-{uuid.uuid4().hex[:8]}")
+    workers = Workers(tmp_path, lease_seconds=30)
+    workers.start(queue.name, "e2e")
+    server = Daphne(tmp_path)
+    yield {"team": team, "user": user, "queue": queue, "server": server, "workers": workers}
+    server.stop()
+    workers.stop_all()
+
+
+@pytest.fixture
+def page(stack):
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        context = browser.new_context(viewport={"width": 1440, "height": 1000})
+        pg = context.new_page()
+        pg.set_default_timeout(30_000)
+        errors: list[str] = []
+        pg.on("pageerror", lambda exc: errors.append(str(exc)))
+        pg.js_errors = errors
+        console: list[str] = []
+        pg.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
+        yield pg
+        # Kept for debugging a failure: the browser console and the last screen.
+        (ARTIFACTS / "console.log").write_text("\n".join(errors + console))
+        pg.screenshot(path=str(ARTIFACTS / "last.png"), full_page=True)
+        context.close()
+        browser.close()
+
+
+def login(page, stack) -> None:
+    page.goto(stack["server"].url + "/accounts/login/")
+    page.fill("input[name=username]", stack["user"].username)
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(stack["server"].url + "/")

@@ -1,0 +1,138 @@
+"""The whole dashboard flow in a real browser against a real server and worker."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from runs.models import MetricPoint, Run
+from tests.e2e.conftest import ARTIFACTS, login
+from tests.runs.reduced_plan import reduced_lm_plan
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+TRAIN_COUNT = (
+    "() => window.stagewiseCharts ? window.stagewiseCharts.train.pointCount('train/loss') : 0"
+)
+
+
+def _shot(page, name: str) -> None:
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def _trace_steps(page, key: str) -> list[int]:
+    return page.evaluate(
+        """(key) => { const c = window.stagewiseCharts.train;
+           return Array.from(c.div.data[c.index.get(key)].x); }""",
+        key,
+    )
+
+
+def test_edit_submit_watch_compare_fork(page, stack):
+    base = stack["server"].url
+    login(page, stack)
+
+    # -- pipeline editor: a bad field shows its path, the fixed plan previews its LR
+    plan = reduced_lm_plan()
+    plan["name"] = f"lm-prose-code-sft-{stack['queue'].name[4:]}"
+    bad = json.loads(json.dumps(plan))
+    bad["stages"][1]["data"][0]["weight"] = -1
+    page.goto(base + "/pipelines/new/")
+    page.fill("#plan-json", json.dumps(bad, indent=2))
+    err = page.locator('#plan-errors li[data-path="stages.1.data.0.weight"]')
+    err.wait_for()
+    assert "stages.1.data.0.weight" in err.inner_text()
+    assert page.locator("#stage-table tr.has-error").count() >= 1
+    _shot(page, "pipeline-editor-error")
+    page.fill("#plan-json", json.dumps(plan, indent=2))
+    page.locator("#plan-ok").wait_for(state="visible")
+    page.wait_for_function(
+        "() => { const d = document.getElementById('chart-lr-preview').data;"
+        " return d && d.length && d[0].x.length > 50; }"
+    )
+    _shot(page, "pipeline-editor")
+    page.select_option("#run-queue", stack["queue"].name)
+    page.click("#run-pipeline")
+    page.wait_for_url(re.compile(r".*/runs/\d+/$"))
+    run_id = int(page.url.rstrip("/").split("/")[-1])
+
+    # -- run page: the loss curve grows live, without a reload
+    page.evaluate("() => { window.__sameDocument = true; }")
+    page.wait_for_function(f"() => ({TRAIN_COUNT})() > 0", timeout=120_000)
+    first = page.evaluate(TRAIN_COUNT)
+    page.wait_for_function(f"() => ({TRAIN_COUNT})() > {first}", timeout=60_000)
+    # stage bands and boundary lines are drawn on the loss chart
+    lines = page.evaluate(
+        "() => document.getElementById('chart-train').layout.shapes"
+        ".filter(s => s.type === 'line').map(s => s.x0)"
+    )
+    assert lines == [40, 80]
+    # drop the socket mid-run: the page reconnects and catches up from after_step
+    page.evaluate("() => window.stagewiseSocket.drop()")
+    page.locator('#live-status[data-state="live"]').wait_for(timeout=30_000)
+    page.locator("#gaps-table tbody tr").first.wait_for(timeout=120_000)
+    page.locator("#run-state", has_text="succeeded").wait_for(timeout=180_000)
+    page.wait_for_function(
+        "() => document.querySelectorAll('#gaps-table tbody tr').length >= 6", timeout=30_000
+    )
+    assert page.evaluate("() => window.__sameDocument") is True
+    stored = sorted(
+        MetricPoint.objects.filter(series__run_id=run_id, series__key="train/loss").values_list(
+            "step", flat=True
+        )
+    )
+    page.wait_for_function(f"() => ({TRAIN_COUNT})() >= {len(stored)}", timeout=15_000)
+    steps = _trace_steps(page, "train/loss")
+    assert steps == stored, "every stored point exactly once, in step order"
+    page.locator("#chart-matrix .heatmaplayer, #chart-matrix .hm").first.wait_for(timeout=15_000)
+    _shot(page, "run-page")
+
+    # -- fork from the stage-1 end checkpoint, land on the new run
+    row = page.locator("#ckpt-table tbody tr", has=page.locator("td", has_text=re.compile(r"^40$")))
+    row.locator("button.fork-btn").click()
+    page.wait_for_url(re.compile(rf".*/runs/(?!{run_id}/)\d+/$"))
+    fork_id = int(page.url.rstrip("/").split("/")[-1])
+    fork = Run.objects.get(pk=fork_id)
+    assert fork.parent_id == run_id and fork.fork_checkpoint.step == 40
+    page.wait_for_function(f"() => ({TRAIN_COUNT})() > 0", timeout=120_000)
+    _shot(page, "fork-page")
+
+    # -- compare the run and its fork
+    page.goto(f"{base}/compare/?runs={run_id},{fork_id}&keys=train/loss,eval/prose/loss")
+    page.wait_for_function(
+        "() => { const c = document.querySelectorAll('.compare-chart');"
+        " return c.length === 2 && c[0].data && c[0].data.length === 2; }",
+        timeout=30_000,
+    )
+    page.select_option("#x-mode", "stage")
+    page.wait_for_function(
+        "() => document.querySelector('.compare-chart').data.length > 2", timeout=10_000
+    )
+    assert "mode=stage" in page.url
+    _shot(page, "compare")
+
+    # -- runs list shows both, with progress
+    page.goto(base + "/")
+    page.locator(f'#runs-table tr[data-run="{fork_id}"]').wait_for()
+    page.locator(f'#runs-table tr[data-run="{run_id}"] .badge', has_text="succeeded").wait_for()
+    _shot(page, "runs-list")
+    page.goto(base + "/queues/")
+    page.locator(f'section[data-queue="{stack["queue"].name}"]').wait_for()
+    _shot(page, "queues")
+    page.goto(base + "/pipelines/")
+    _shot(page, "pipelines")
+
+    # -- datasets: upload with a progress bar, then preview the first records
+    sample = ARTIFACTS / "sample.jsonl"
+    sample.write_text("".join(json.dumps({"text": f"record {i}"}) + "\n" for i in range(50)))
+    page.goto(base + "/datasets/")
+    page.fill("#upload-form input[name=name]", "e2e-sample")
+    page.set_input_files("#upload-form input[name=file]", str(sample))
+    page.click("#upload-form button[type=submit]")
+    page.locator("#upload-status", has_text="Stored e2e-sample v1").wait_for()
+    page.locator('section[data-dataset="e2e-sample"] a', has_text="preview").click()
+    page.locator("pre.preview", has_text="record 0").wait_for()
+    _shot(page, "dataset-preview")
+    assert not page.js_errors, page.js_errors
