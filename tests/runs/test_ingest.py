@@ -111,9 +111,15 @@ def test_bad_point_refuses_the_whole_batch(point, field):
     assert not MetricPoint.objects.filter(series__run=run).exists()
 
 
-def test_temp_tables_do_not_leak_between_batches():
+def test_temp_tables_are_reused_and_empty_between_batches():
     run = f.RunFactory()
-    ingest_points(run_id=run.pk, stage_run_id=None, points=_points("k", range(5)))
+    for lo in (0, 5):
+        ingest_points(run_id=run.pk, stage_run_id=None, points=_points("k", range(lo, lo + 5)))
     with connection.cursor() as cur:
-        cur.execute("SELECT count(*) FROM pg_tables WHERE tablename = 'ingest_touched'")
+        cur.execute("SELECT count(*) FROM pg_class WHERE relname = 'ingest_touched'")
+        assert cur.fetchone()[0] == 1  # one per connection, not one per batch
+        cur.execute(
+            "SELECT (SELECT count(*) FROM ingest_tmp) + (SELECT count(*) FROM ingest_touched)"
+        )
         assert cur.fetchone()[0] == 0
+    assert len(_stored(run, "k")) == 10
