@@ -20,6 +20,7 @@ from runs.selectors.dashboard import queue_overview, runs_using_source
 from runs.selectors.runs import run_get, run_list
 from runs.selectors.teams import team_ids_for, teams_for
 from runs.services.plans import pipeline_to_plan
+from runs.services.queues import queue_set_paused
 
 PLOTLY_JS = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
 
@@ -213,13 +214,8 @@ def queues_page(request):
 @staff_member_required
 @require_POST
 def queue_toggle(request, queue_id: int):
-    queue = get_object_or_404(Queue, pk=queue_id)
-    queue.paused = request.POST.get("paused") == "1"
-    queue.save(update_fields=["paused", "updated_at"])
-    if not queue.paused:
-        from django.db import transaction
-
-        from runs.services.dispatch import dispatch
-
-        transaction.on_commit(dispatch)
+    get_object_or_404(Queue, pk=queue_id)
+    queue_set_paused(
+        queues=Queue.objects.filter(pk=queue_id), paused=request.POST.get("paused") == "1"
+    )
     return redirect("queues")

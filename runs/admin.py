@@ -16,6 +16,7 @@ from runs.models import (
     Team,
     WorkerLease,
 )
+from runs.services.queues import queue_set_paused
 
 
 class MembershipInline(admin.TabularInline):
@@ -197,15 +198,11 @@ class QueueAdmin(admin.ModelAdmin):
 
     @admin.action(description="Pause selected queues")
     def pause(self, request, queryset):
-        self._done(request, queryset.update(paused=True), "paused")
+        self._done(request, queue_set_paused(queues=queryset, paused=True), "paused")
 
     @admin.action(description="Resume selected queues")
     def resume(self, request, queryset):
-        from runs.services.dispatch import dispatch
-
-        n = queryset.update(paused=False)
-        dispatch()
-        self._done(request, n, "resumed")
+        self._done(request, queue_set_paused(queues=queryset, paused=False), "resumed")
 
     @admin.action(description="Raise priority by 1")
     def raise_priority(self, request, queryset):
