@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import time
 import warnings
@@ -48,7 +49,7 @@ def _pg_dir(data_dir: Path) -> Path:
 def ensure_postgres(data_dir: Path) -> str:
     """Start (or attach to) the embedded server and return a DATABASE_URL for it."""
     check_data_dir(data_dir)
-    was_running = _pg_running(data_dir)
+    was_running = _pg_pid(data_dir) is not None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # platformdirs warns about XDG_RUNTIME_DIR
         import pgserver
@@ -67,28 +68,46 @@ def ensure_postgres(data_dir: Path) -> str:
     return f"postgres://postgres@/{DB_NAME}?host={host}"
 
 
-def _pg_running(data_dir: Path) -> bool:
+def _pg_pid(data_dir: Path) -> int | None:
+    """The running postmaster's pid, or None."""
     pid_file = _pg_dir(data_dir) / "postmaster.pid"
     try:
         pid = int(pid_file.read_text().splitlines()[0])
-        os.kill(pid, 0)
     except (OSError, ValueError, IndexError):
-        return False
-    return True
+        return None
+    return pid if _alive(pid) else None
 
 
-def stop_postgres(data_dir: Path) -> None:
+def stop_postgres(data_dir: Path, timeout: float = 60.0) -> None:
+    """Fast shutdown, then wait until the postmaster is really gone (slow under load)."""
     pgdata = _pg_dir(data_dir)
-    if not (pgdata / "postmaster.pid").exists():
+    pid = _pg_pid(data_dir)
+    if pid is None:
         return
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         from pgserver._commands import pg_ctl
 
         try:
-            pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=_pg_owner(pgdata))
-        except Exception:  # already stopped or stale pid file
+            pg_ctl(["-w", "-t", str(int(timeout)), "-m", "fast", "stop"], pgdata=pgdata,
+                   user=_pg_owner(pgdata), timeout=timeout)  # fmt: skip
+        except Exception:  # already stopped, stale pid file, or pg_ctl timed out
             pass
+    deadline = time.monotonic() + timeout
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if _alive(pid):
+        os.kill(pid, signal.SIGQUIT)  # immediate shutdown; children exit with the postmaster
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _pg_owner(pgdata: Path) -> str | None:

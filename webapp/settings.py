@@ -196,6 +196,9 @@ CELERY_BEAT_SCHEDULE = {
     "dispatch": {"task": "runs.tasks.dispatch_runs", "schedule": 5.0},
 }
 
+# Metric ingest commits asynchronously unless this is set (see runs/services/ingest.py).
+STAGEWISE_INGEST_SYNC_COMMIT = env.bool("STAGEWISE_INGEST_SYNC_COMMIT", default=False)
+
 # Worker leases (seconds); tests shorten these.
 STAGEWISE_LEASE_SECONDS = env.int("STAGEWISE_LEASE_SECONDS", default=60)
 STAGEWISE_HEARTBEAT_SECONDS = env.float("STAGEWISE_HEARTBEAT_SECONDS", default=10.0)

@@ -10,6 +10,7 @@ from rest_framework.views import APIView
 
 from runs.api import serializers as s
 from runs.api.permissions import visible_run
+from runs.models import RunAnalysis
 from runs.selectors.dashboard import run_analysis, run_progress, run_row, run_rows
 from trainers.engine import lr_preview
 from trainers.plan import PlanError, validate_plan
@@ -35,7 +36,27 @@ class UiRunRows(APIView):
             page=page,
             page_size=size,
         )
+        _attach_analysis(data["results"])
         return Response(data)
+
+
+ANALYSIS_SUMMARY_KEYS = ("acc", "bwt", "fwt", "avg_forgetting")
+
+
+def analysis_summary(result: dict | None) -> dict | None:
+    """The list columns of a stored analysis result: the same shape as RunOut.analysis."""
+    if not result:
+        return None
+    metrics = result.get("metrics") or {}
+    return {"metric": result.get("metric"), **{k: metrics.get(k) for k in ANALYSIS_SUMMARY_KEYS}}
+
+
+def _attach_analysis(rows: list[dict]) -> None:
+    """Add ``analysis`` to each row of a page with one query (``None`` before any eval)."""
+    ids = [r["id"] for r in rows]
+    results = dict(RunAnalysis.objects.filter(run_id__in=ids).values_list("run_id", "result"))
+    for r in rows:
+        r["analysis"] = analysis_summary(results.get(r["id"]))
 
 
 class UiRunSummary(APIView):

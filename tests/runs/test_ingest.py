@@ -123,3 +123,15 @@ def test_temp_tables_are_reused_and_empty_between_batches():
         )
         assert cur.fetchone()[0] == 0
     assert len(_stored(run, "k")) == 10
+
+
+def test_keys_with_copy_special_characters_and_exact_floats_round_trip():
+    run = f.RunFactory()
+    key = "eval/odd\tname\\with\nbreaks\r"
+    values = [1e-300, 0.1 + 0.2, -2.5e300, 123456789.123456789, 5e-324]
+    ingest_points(
+        run_id=run.pk,
+        stage_run_id=None,
+        points=[IngestPoint(key, s, v, 1.5) for s, v in enumerate(values)],
+    )
+    assert [v for _, v in _stored(run, key)] == values
