@@ -100,6 +100,19 @@ def _visible_pipeline(request, pipeline_id: int) -> Pipeline:
     return get_object_or_404(qs, pk=pipeline_id)
 
 
+WHATIF_STATES = (RunState.RUNNING, RunState.SUCCEEDED)
+
+
+def _whatif_runs(user, pipeline: Pipeline | None, limit: int = 100) -> list[dict]:
+    """Runs whose training loss the what-if box can fit the law on: running or finished runs
+    of the user's teams, this pipeline's runs first, newest first."""
+    runs = run_list(user=user).filter(state__in=WHATIF_STATES).order_by("-created_at")[:limit]
+    rows = [{"id": r.pk, "name": r.name, "state": r.state, "pipeline": r.pipeline_id} for r in runs]
+    if pipeline is not None:
+        rows.sort(key=lambda r: r["pipeline"] != pipeline.pk)  # stable: keeps newest first
+    return rows
+
+
 @login_required
 def pipeline_edit(request, pipeline_id: int | None = None):
     pipeline, plan = None, None
@@ -123,6 +136,7 @@ def pipeline_edit(request, pipeline_id: int | None = None):
         "plan": plan,
         "queues": _queues_for(request.user),
         "teams": [t.slug for t in teams_for(request.user)],
+        "whatif_runs": _whatif_runs(request.user, pipeline),
     }
     return render(request, "frontend/pipeline_edit.html", {"pipeline": pipeline, "page_data": data})
 

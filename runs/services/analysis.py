@@ -96,8 +96,7 @@ def _result(row: RunAnalysis, state: ContinualState) -> dict:
         "loss_forgetting": None,
     }
     if square:
-        b = baseline if all(x is not None for x in baseline) else None
-        out["metrics"] = matrix_metrics([r[:T] for r in snap["matrix"]], b)
+        out["metrics"] = oriented_metrics(snap["matrix"], baseline, row.metric)
     if row.metric == "acc":
         out.update(
             min_acc_per_task=snap["min_acc_per_task"],
@@ -106,6 +105,23 @@ def _result(row: RunAnalysis, state: ContinualState) -> dict:
         )
     else:
         out["loss_forgetting"] = loss_forgetting(snap["matrix"])
+    return out
+
+
+def oriented_metrics(matrix: list, baseline: list, metric: str) -> dict:
+    """matrix_metrics with accuracy's reading for both metrics: for loss it runs on −L, so a
+    negative BWT and a positive forgetting mean old tasks got worse; ``acc`` is then the mean
+    final loss."""
+    T = len(matrix)
+    sign = 1.0 if metric == "acc" else -1.0
+
+    def flip(x):
+        return None if x is None else sign * x
+
+    R = [[flip(x) for x in row[:T]] for row in matrix]
+    b = [flip(x) for x in baseline] if all(x is not None for x in baseline) else None
+    out = matrix_metrics(R, b)
+    out["acc"] = flip(out["acc"])
     return out
 
 

@@ -134,6 +134,9 @@ def ingest_points(
     now = time.time()
     with transaction.atomic(), connection.cursor() as cur:
         cur.execute(_TMP)
+        # Normally already empty (ON COMMIT DELETE ROWS); not so when the caller's outer
+        # transaction holds an earlier batch of this connection.
+        cur.execute("DELETE FROM ingest_tmp; DELETE FROM ingest_touched")
         if not settings.STAGEWISE_INGEST_SYNC_COMMIT:
             # Metrics trade the last fraction of a second on an OS crash for half the commit
             # cost; a resumed stage re-sends everything after its checkpoint anyway.

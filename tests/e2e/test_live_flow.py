@@ -30,6 +30,14 @@ def _trace_steps(page, key: str) -> list[int]:
     )
 
 
+def _number_in(page, selector: str, timeout: int = 15_000) -> None:
+    page.wait_for_function(
+        "(sel) => /\\d/.test((document.querySelector(sel) || {}).textContent || '')",
+        arg=selector,
+        timeout=timeout,
+    )
+
+
 def test_edit_submit_watch_compare_fork(page, stack):
     base = stack["server"].url
     login(page, stack)
@@ -73,6 +81,8 @@ def test_edit_submit_watch_compare_fork(page, stack):
     page.evaluate("() => window.stagewiseSocket.drop()")
     page.locator('#live-status[data-state="live"]').wait_for(timeout=30_000)
     page.locator("#gaps-table tbody tr").first.wait_for(timeout=120_000)
+    # mid-run look at the LR-law panel (extrapolation band of the running stage); not asserted
+    page.locator("#lr-law-panel").screenshot(path=str(ARTIFACTS / "run-lr-law-running.png"))
     page.locator("#run-state", has_text="succeeded").wait_for(timeout=180_000)
     page.wait_for_function(
         "() => document.querySelectorAll('#gaps-table tbody tr').length >= 6", timeout=30_000
@@ -87,7 +97,17 @@ def test_edit_submit_watch_compare_fork(page, stack):
     steps = _trace_steps(page, "train/loss")
     assert steps == stored, "every stored point exactly once, in step order"
     page.locator("#chart-matrix .heatmaplayer, #chart-matrix .hm").first.wait_for(timeout=15_000)
+    # continual-learning panel: BWT is a number; LR-law panel: the fitted curve is drawn
+    _number_in(page, '#analysis-panel [data-metric="bwt"] dd')
+    page.wait_for_function(
+        "() => { const d = document.getElementById('chart-lr-law').data;"
+        " return !!d && d.some(t => t.meta === 'fit' && t.x.length > 10); }",
+        timeout=20_000,
+    )
+    assert re.search(r"\d", page.inner_text("#lr-law-params"))
     _shot(page, "run-page")
+    page.locator("#analysis-panel").screenshot(path=str(ARTIFACTS / "run-analysis-panel.png"))
+    page.locator("#lr-law-panel").screenshot(path=str(ARTIFACTS / "run-lr-law-panel.png"))
 
     # -- fork from the stage-1 end checkpoint, land on the new run
     row = page.locator("#ckpt-table tbody tr", has=page.locator("td", has_text=re.compile(r"^40$")))
@@ -111,13 +131,28 @@ def test_edit_submit_watch_compare_fork(page, stack):
         "() => document.querySelector('.compare-chart').data.length > 2", timeout=10_000
     )
     assert "mode=stage" in page.url
+    _number_in(page, f'#cl-table tr[data-run="{run_id}"] [data-metric="bwt"]')
     _shot(page, "compare")
 
     # -- runs list shows both, with progress
     page.goto(base + "/")
     page.locator(f'#runs-table tr[data-run="{fork_id}"]').wait_for()
     page.locator(f'#runs-table tr[data-run="{run_id}"] .badge', has_text="succeeded").wait_for()
+    _number_in(page, f'#runs-table tr[data-run="{run_id}"] [data-metric="bwt"]')
     _shot(page, "runs-list")
+
+    # -- pipeline editor what-if: the law fitted on the finished run, this plan's schedule
+    page.goto(f"{base}/pipelines/new/?example=lm_prose_code_sft")
+    page.locator("#plan-ok").wait_for(state="visible")
+    page.select_option("#whatif-run", str(run_id))
+    page.click("#whatif-predict")
+    page.wait_for_function(
+        "() => { const d = document.getElementById('chart-whatif').data;"
+        " return !!d && d.some(t => t.meta === 'predicted' && t.x.length > 10); }",
+        timeout=15_000,
+    )
+    assert page.inner_text("#whatif-errors") == ""
+    _shot(page, "pipeline-what-if")
     page.goto(base + "/queues/")
     page.locator(f'section[data-queue="{stack["queue"].name}"]').wait_for()
     _shot(page, "queues")

@@ -80,3 +80,14 @@ def test_lr_law_fit_endpoint_fits_and_refuses_too_little_data(api, team, queue):
     assert len(what_if.json()["predicted"]) == len(what_if.json()["steps"])
     bad = api.post(f"/api/runs/{run.pk}/lr-law/what-if/", {"plan": {"name": "x"}}, format="json")
     assert bad.status_code == 400
+
+
+def test_loss_metrics_read_like_accuracy_metrics():
+    from runs.services.analysis import oriented_metrics
+
+    # loss of task 0 rises from 1.0 to 3.0 after stage 1: that is forgetting
+    m = oriented_metrics([[1.0, 5.0], [3.0, 2.0]], [6.0, 6.0], "loss")
+    assert m["bwt"] == -2.0
+    assert m["avg_forgetting"] == 2.0
+    assert m["acc"] == 2.5
+    assert m["fwt"] == 1.0  # task 1's loss fell from 6 to 5 before its own stage

@@ -42,6 +42,19 @@ def _start(data_dir: Path, port: int, log: Path) -> subprocess.Popen:
     )
 
 
+def _manage(data_dir: Path, *args: str) -> str:
+    out = subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT,
+        env=_env(data_dir),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
 def _wait_http(url: str, proc: subprocess.Popen, log: Path, timeout: float = 90) -> int:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -73,6 +86,10 @@ def test_up_serves_keeps_data_and_leaves_no_process(tmp_path):
     assert "admin login is  admin" in first_log
     children = psutil.Process(proc.pid).children(recursive=True)
     assert len(children) >= 3  # web, worker, scheduler
+    # Other management commands attach to the same embedded servers while up runs.
+    _manage(
+        data_dir, "shell", "-c", "from runs.models import Queue; Queue.objects.create(name='kept')"
+    )
     proc.send_signal(signal.SIGINT)
     proc.wait(timeout=60)
     time.sleep(1)
@@ -84,6 +101,13 @@ def test_up_serves_keeps_data_and_leaves_no_process(tmp_path):
     proc = _start(data_dir, port, log)
     assert _wait_http(f"http://127.0.0.1:{port}/accounts/login/", proc, log) == 200
     assert "admin login" not in log.read_text()
+    out = _manage(
+        data_dir,
+        "shell",
+        "-c",
+        "from runs.models import Queue; print(sorted(Queue.objects.values_list('name', flat=True)))",
+    )
+    assert "'kept'" in out
     proc.send_signal(signal.SIGTERM)
     proc.wait(timeout=60)
 

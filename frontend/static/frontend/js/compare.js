@@ -1,7 +1,7 @@
 // Compare: runs x keys overlaid by global step or by step within a stage, EMA smoothing,
-// log-y and a table of the plan settings that differ. The selection lives in the URL.
+// log-y, the runs' continual-learning metrics and a table of the plan settings that differ. The selection lives in the URL.
 import { getJSON } from "./api.js";
-import { h, pageData, replaceChildren } from "./dom.js";
+import { fmtNum, h, pageData, replaceChildren } from "./dom.js";
 
 const data = pageData();
 const params = new URLSearchParams(window.location.search);
@@ -131,6 +131,18 @@ function renderDiff() {
     [h("tr", {}, h("td", { colspan: runs.length + 1, class: "muted" }, "The selected runs have identical plans."))]);
 }
 
+// ACC / BWT / FWT / average forgetting per run (RunOut.analysis; null before any eval).
+function renderMetrics() {
+  const runs = state.runs.map((id) => cache.get(id)).filter(Boolean);
+  el("cl-empty").hidden = runs.length > 0;
+  replaceChildren(document.querySelector("#cl-table tbody"), runs.map((c) => {
+    const a = c.detail.analysis;
+    return h("tr", { dataset: { run: c.detail.id } }, h("td", {}, `#${c.detail.id} ${c.detail.name}`),
+      h("td", {}, a ? a.metric : "—"),
+      ["acc", "bwt", "fwt", "avg_forgetting"].map((k) => h("td", { class: "num", dataset: { metric: k } }, fmtNum(a ? a[k] : null, 3))));
+  }));
+}
+
 function renderKeyPicker() {
   const all = [...new Set(state.runs.flatMap((id) => (cache.get(id) || { keys: [] }).keys))].sort();
   if (!state.keys.length && all.includes("train/loss")) state.keys.push("train/loss");
@@ -154,6 +166,7 @@ async function load() {
   await Promise.all(state.runs.map(ensureRun)).catch(() => {});
   syncUrl();
   renderCharts();
+  renderMetrics();
   renderDiff();
 }
 

@@ -1,7 +1,9 @@
 // Pipeline editor: JSON plan with inline validation (field paths from the plan validator),
-// a per-stage table that marks stages with errors, a live LR preview, save and run.
-import { errorLines, postJSON } from "./api.js";
-import { h, pageData, replaceChildren } from "./dom.js";
+// a per-stage table that marks stages with errors, a live LR preview, a what-if loss prediction
+// (the LR law fitted on a chosen run, applied to this plan's schedule), save and run.
+import { errorLines, getJSON, postJSON } from "./api.js";
+import { fmtNum, h, pageData, replaceChildren } from "./dom.js";
+import { drawWhatIf } from "./lr_law_ui.js";
 import { stageShapes } from "./run_charts_ui.js";
 
 const data = pageData();
@@ -103,4 +105,46 @@ document.getElementById("run-pipeline").addEventListener("click", async () => {
     status.textContent = `Could not start the run: ${errorLines(e).map(([k, m]) => (k ? `${k}: ${m}` : m)).join("; ")}`;
   }
 });
+// ---------------------------------------------------------------- what-if
+const whatifSel = document.getElementById("whatif-run");
+const whatifBtn = document.getElementById("whatif-predict");
+const whatifErrors = document.getElementById("whatif-errors");
+const whatifStatus = document.getElementById("whatif-status");
+for (const r of data.whatif_runs) whatifSel.append(h("option", { value: r.id }, `#${r.id} ${r.name} (${r.state})`));
+document.getElementById("whatif-empty").hidden = data.whatif_runs.length > 0;
+whatifBtn.disabled = data.whatif_runs.length === 0;
+
+function whatIfErrors(lines) {
+  replaceChildren(whatifErrors, lines.map(([path, msg]) => h("li", {}, path && path !== "detail" ? h("code", {}, path) : null,
+    path && path !== "detail" ? " " : null, msg)));
+}
+
+async function predict() {
+  whatIfErrors([]);
+  whatifStatus.textContent = "";
+  const { plan, error } = parse();
+  if (error) { whatIfErrors([["", error]]); return; }
+  const runId = Number(whatifSel.value);
+  const run = data.whatif_runs.find((r) => r.id === runId);
+  whatifBtn.disabled = true;
+  whatifStatus.textContent = "fitting…";
+  try {
+    const key = encodeURIComponent("train/loss");
+    const [r, ref] = await Promise.all([
+      postJSON(`/api/runs/${runId}/lr-law/what-if/`, { plan }),
+      getJSON(`/api/runs/${runId}/series/?keys=${key}&max_points=1000`).catch(() => null),
+    ]);
+    const obs = ref && ref.series["train/loss"];
+    drawWhatIf("chart-whatif", r, obs ? { ...obs, name: `observed #${runId}` } : null);
+    const last = r.predicted[r.predicted.length - 1];
+    whatifStatus.textContent = `fitted on #${runId} ${run ? run.name : ""} · predicted final loss ${fmtNum(last)} at step ${r.steps[r.steps.length - 1]}`;
+  } catch (e) {
+    whatifStatus.textContent = "";
+    whatIfErrors(errorLines(e));
+  } finally {
+    whatifBtn.disabled = false;
+  }
+}
+whatifBtn.addEventListener("click", predict);
+
 check();

@@ -1,8 +1,11 @@
 // The run page: live charts (socket + catch-up), stage timeline, stability gaps, forgetting
-// matrix, checkpoints with fork, events, cancel.
+// matrix, continual-learning metrics (pushed with socket batches), LR-law fit, checkpoints with
+// fork, events, cancel.
 import { ApiError, errorLines, getJSON, postJSON } from "./api.js";
 import { fmtBytes, fmtDuration, fmtNum, h, pageData, replaceChildren } from "./dom.js";
+import { renderAnalysis } from "./run_analysis_ui.js";
 import { heatmap, LiveChart } from "./run_charts_ui.js";
+import { LrLawPanel } from "./run_lr_law.js";
 import { SeriesStore } from "./run_store.js";
 import { connectRun } from "./run_socket.js";
 
@@ -90,6 +93,7 @@ function onPoints(msg) {
     draw(key, s.steps, s.values);
     if (key.startsWith("eval/")) evalSeen = true;
   }
+  if (msg.analysis) showContinual(msg.analysis);
   if (evalSeen) {
     clearTimeout(analysisTimer);
     analysisTimer = setTimeout(loadAnalysis, 800);
@@ -105,7 +109,7 @@ function onMessage(msg) {
 let firstOpen = true;
 const socket = connectRun(runId, {
   onOpen: () => withSync(async () => {
-    if (firstOpen) { firstOpen = false; await fullLoad(); }
+    if (firstOpen) { firstOpen = false; await fullLoad(); } else loadContinual(); // pushes missed while away
     await catchUp(store.keys()); // a reconnect: everything after the last drawn step
   }),
   onMessage,
@@ -219,6 +223,7 @@ async function loadSummary() {
     for (const c of Object.values(charts)) c.setStages(summary.stages);
   }
   renderSummary(summary);
+  lrLaw.update(summary.stages, summary.progress.stage_index);
 }
 
 function onEvent(msg) {
@@ -226,7 +231,7 @@ function onEvent(msg) {
     .map(([k, v]) => `${k}=${typeof v === "object" ? JSON.stringify(v) : v}`).join(" ");
   logEvent(`${msg.event}${detail ? ` (${detail})` : ""}`, `event-${msg.event}`);
   loadSummary();
-  if (msg.event === "stage_finished") loadAnalysis();
+  if (msg.event === "stage_finished") { loadAnalysis(); loadContinual(); }
 }
 
 document.getElementById("cancel-run").addEventListener("click", async () => {
@@ -253,7 +258,26 @@ async function loadAnalysis() {
   if (m) heatmap(document.getElementById("chart-matrix"), m);
 }
 
+// Continual-learning metrics: fetched once, then replaced by the `analysis` object that socket
+// batches carry whenever they changed it (a fetch that a push overtook is dropped).
+const analysisPanel = document.getElementById("analysis-panel");
+let pushes = 0;
+function showContinual(a) {
+  pushes += 1;
+  renderAnalysis(analysisPanel, a);
+}
+async function loadContinual() {
+  const before = pushes;
+  try {
+    const a = await getJSON(`${base}/analysis/`);
+    if (pushes === before) renderAnalysis(analysisPanel, a);
+  } catch (e) { showError(e); }
+}
+
+const lrLaw = new LrLawPanel(runId, { onError: showError });
+
 loadSummary().then(loadAnalysis);
+loadContinual();
 // The socket carries points and events; the summary (progress, ETA, checkpoints) is polled.
 setInterval(() => {
   if (!summary || !["succeeded", "failed", "canceled"].includes(summary.state)) loadSummary();

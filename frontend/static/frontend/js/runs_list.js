@@ -1,6 +1,6 @@
 // Runs list: filters and page in the URL, rows refreshed every few seconds without reload.
 import { getJSON } from "./api.js";
-import { fmtDuration, fmtTime, h, replaceChildren } from "./dom.js";
+import { fmtDuration, fmtNum, fmtTime, h, replaceChildren } from "./dom.js";
 
 const form = document.getElementById("run-filters");
 const tbody = document.querySelector("#runs-table tbody");
@@ -28,9 +28,17 @@ function row(r) {
       h("div", { class: "muted small" }, p.stage_index === null ? "" : `${p.stage_name} (${p.stage_index + 1}/${p.stage_count}) · ${p.step}/${p.total}`)),
     h("td", {}, r.state === "running" ? fmtDuration(p.eta_seconds) : "—"),
     h("td", {}, r.pipeline_name || "—"),
+    ...analysisCells(r.analysis),
     h("td", {}, r.queue),
     h("td", {}, r.tags.map((t) => h("span", { class: "tag" }, t))),
     h("td", { class: "small" }, fmtTime(r.created_at)));
+}
+
+// BWT / FWT / average forgetting from the run's continual-learning analysis ("—" before evals).
+function analysisCells(a) {
+  const title = a ? `on eval ${a.metric}` : "no eval points yet";
+  return ["bwt", "fwt", "avg_forgetting"].map((k) =>
+    h("td", { class: "num", dataset: { metric: k }, title }, fmtNum(a ? a[k] : null, 3)));
 }
 
 async function refresh() {
