@@ -17,6 +17,7 @@ from django.views.decorators.http import require_POST
 from runs.models import Dataset, DatasetVersion, Pipeline, Queue
 from runs.models.runs import RunState
 from runs.selectors.dashboard import queue_overview, runs_using_source
+from runs.selectors.pipelines import pipeline_list
 from runs.selectors.runs import run_get, run_list
 from runs.selectors.teams import team_ids_for, teams_for
 from runs.services.plans import pipeline_to_plan
@@ -86,18 +87,13 @@ def compare_page(request):
 
 @login_required
 def pipelines_page(request):
-    pipelines = (
-        Pipeline.objects.filter(team_id__in=team_ids_for(request.user))
-        .select_related("team")
-        .prefetch_related("stages")
-        .order_by("name")
+    return render(
+        request, "frontend/pipelines.html", {"pipelines": pipeline_list(user=request.user)}
     )
-    return render(request, "frontend/pipelines.html", {"pipelines": pipelines})
 
 
 def _visible_pipeline(request, pipeline_id: int) -> Pipeline:
-    qs = Pipeline.objects.filter(team_id__in=team_ids_for(request.user))
-    return get_object_or_404(qs, pk=pipeline_id)
+    return get_object_or_404(pipeline_list(user=request.user), pk=pipeline_id)
 
 
 WHATIF_STATES = (RunState.RUNNING, RunState.SUCCEEDED)

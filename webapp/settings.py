@@ -166,6 +166,10 @@ SPECTACULAR_SETTINGS = {
     "TITLE": "Stagewise API",
     "DESCRIPTION": "Staged training pipelines, runs, metrics and analysis.",
     "VERSION": "0.1.0",
+    "ENUM_NAME_OVERRIDES": {
+        "RunStateEnum": "runs.models.runs.RunState",
+        "StageStateEnum": "runs.models.runs.StageState",
+    },
 }
 
 # ------------------------------------------------------------------ Channels + Celery

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from django.db import transaction
-from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema
 from rest_framework import status
 from rest_framework.exceptions import NotFound, PermissionDenied, ValidationError
@@ -14,9 +13,9 @@ from rest_framework.views import APIView
 from runs.api import serializers as s
 from runs.api.permissions import require_write, team_for_write, visible_run
 from runs.models import Checkpoint, Pipeline, Queue
+from runs.selectors.pipelines import pipeline_list
 from runs.selectors.runs import run_list
 from runs.selectors.series import MAX_RAW_AFTER, series_after, series_keys, series_window
-from runs.selectors.teams import team_ids_for
 from runs.services import runs as run_services
 from runs.services.errors import QueueAccessDenied
 from runs.services.ingest import IngestError, ingest_points, parse_points
@@ -129,6 +128,7 @@ class RunMetrics(APIView):
             )
         return Response({"accepted": n})
 
+    @extend_schema(responses={200: dict})
     def get(self, request, run_id: int):
         run = visible_run(request, run_id)
         return Response({"keys": series_keys(run_id=run.pk)})
@@ -163,12 +163,7 @@ class PipelineListCreate(ListAPIView):
     serializer_class = s.PipelineIO
 
     def get_queryset(self):
-        return (
-            Pipeline.objects.filter(team_id__in=team_ids_for(self.request.user))
-            .select_related("team")
-            .prefetch_related("stages")
-            .order_by("name")
-        )
+        return pipeline_list(user=self.request.user)
 
     @extend_schema(request=s.PipelineIn, responses={201: s.PipelineIO})
     def post(self, request):
@@ -188,11 +183,10 @@ class PipelineListCreate(ListAPIView):
 
 class PipelineDetail(APIView):
     def _get(self, request, pipeline_id: int) -> Pipeline:
-        qs = Pipeline.objects.filter(team_id__in=team_ids_for(request.user))
-        try:
-            return get_object_or_404(qs, pk=pipeline_id)
-        except Exception:
-            raise NotFound(f"pipeline {pipeline_id} not found") from None
+        pipeline = pipeline_list(user=request.user).filter(pk=pipeline_id).first()
+        if pipeline is None:
+            raise NotFound(f"pipeline {pipeline_id} not found")
+        return pipeline
 
     @extend_schema(responses=s.PipelineIO)
     def get(self, request, pipeline_id: int):

@@ -4,6 +4,8 @@ preview, which validates a posted plan and returns its LR curve without storing 
 from __future__ import annotations
 
 import numpy as np
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema
 from rest_framework import status
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -21,6 +23,7 @@ MAX_PREVIEW_POINTS = 2000
 class UiRunRows(APIView):
     """The runs list: filters, ordering, page; each row with its progress and ETA."""
 
+    @extend_schema(operation_id="ui_runs_list", responses={200: OpenApiTypes.OBJECT})
     def get(self, request):
         g = request.GET
         keys = ("state", "pipeline", "queue", "tag", "search")
@@ -62,6 +65,7 @@ def _attach_analysis(rows: list[dict]) -> None:
 class UiRunSummary(APIView):
     """One run's row (state, stages, progress) plus its checkpoints, for the run page."""
 
+    @extend_schema(responses={200: OpenApiTypes.OBJECT})
     def get(self, request, run_id: int):
         run = visible_run(request, run_id)
         ckpts = run.checkpoints.select_related("stage_run").order_by("step")
@@ -79,6 +83,7 @@ class UiRunSummary(APIView):
 class UiRunAnalysis(APIView):
     """Stability gaps and the forgetting matrix computed from the stored eval series."""
 
+    @extend_schema(responses={200: OpenApiTypes.OBJECT})
     def get(self, request, run_id: int):
         return Response(run_analysis(visible_run(request, run_id)))
 
@@ -86,6 +91,7 @@ class UiRunAnalysis(APIView):
 class UiPlanPreview(APIView):
     """POST {"plan": {...}} -> the whole pipeline's LR per step, or field-path errors."""
 
+    @extend_schema(request=OpenApiTypes.OBJECT, responses={200: OpenApiTypes.OBJECT})
     def post(self, request):
         plan = request.data.get("plan") if isinstance(request.data, dict) else None
         try:
