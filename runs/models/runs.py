@@ -109,13 +109,13 @@ class Run(TimeStampedModel):
                 name="run_fork_checkpoint_needs_parent",
             ),
             models.CheckConstraint(
-                condition=~Q(state__in=[s.value for s in RUN_TERMINAL])
+                condition=~Q(state__in=sorted(s.value for s in RUN_TERMINAL))
                 | Q(finished_at__isnull=False),
                 name="run_terminal_has_finished_at",
             ),
             models.CheckConstraint(
                 condition=Q(finished_at__isnull=True)
-                | Q(state__in=[s.value for s in RUN_TERMINAL]),
+                | Q(state__in=sorted(s.value for s in RUN_TERMINAL)),
                 name="run_finished_at_only_terminal",
             ),
         ]

@@ -9,9 +9,8 @@ message per batch goes to the run's channel group.
 
 from __future__ import annotations
 
-import math
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -43,24 +42,60 @@ def bucket_width(level: int) -> int:
     return ROLLUP_BASE * ROLLUP_FANOUT**level
 
 
-def validate_points(points: Sequence[IngestPoint]) -> None:
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def _number(i: int, field: str, x, reason: str) -> float:
+    """x as a finite float (ints and float subclasses accepted, bools refused) or IngestError."""
+    if type(x) is not float:
+        if isinstance(x, bool) or not isinstance(x, int | float):
+            raise IngestError(i, field, "must be a number" if field == "value" else reason)
+        try:
+            x = float(x)
+        except OverflowError:
+            raise IngestError(i, field, reason) from None
+    if x - x != 0.0:  # inf - inf and nan - nan are nan: one test for both
+        raise IngestError(i, field, reason)
+    return x
+
+
+@dataclass(slots=True)
+class _Prepared:
+    copy_text: str
+    series: dict[str, tuple[list[int], list[float]]]  # key -> (steps, values) for the push
+
+
+def _prepare(points: Sequence[IngestPoint], now: float) -> _Prepared:
+    """Validate every point and build the COPY text and the live message in one pass (three
+    separate loops were a third of a 10,000-point batch). The first bad point raises
+    IngestError with its index, field and reason."""
+    escaped: dict[str, str] = {}
+    series: dict[str, tuple[list[int], list[float]]] = {}
+    lines = []
     for i, p in enumerate(points):
-        if not isinstance(p.key, str) or not p.key:
-            raise IngestError(i, "key", "must be a non-empty string")
-        if len(p.key) > MAX_KEY_LENGTH:
-            raise IngestError(i, "key", f"longer than {MAX_KEY_LENGTH} characters")
-        if isinstance(p.step, bool) or not isinstance(p.step, int) or p.step < 0:
+        key = p.key
+        esc = escaped.get(key) if type(key) is str else None
+        if esc is None:
+            if not isinstance(key, str) or not key:
+                raise IngestError(i, "key", "must be a non-empty string")
+            if len(key) > MAX_KEY_LENGTH:
+                raise IngestError(i, "key", f"longer than {MAX_KEY_LENGTH} characters")
+            esc = escaped[key] = key.translate(_COPY_ESCAPES)
+            series[key] = ([], [])
+        step = p.step
+        if type(step) is not int or step < 0:
             raise IngestError(i, "step", "must be a non-negative integer")
-        if isinstance(p.value, bool) or not isinstance(p.value, int | float):
-            raise IngestError(i, "value", "must be a number")
-        if not math.isfinite(p.value):
-            raise IngestError(i, "value", "must be finite")
-        if p.time is not None and (
-            isinstance(p.time, bool)
-            or not isinstance(p.time, int | float)
-            or not math.isfinite(p.time)
-        ):
-            raise IngestError(i, "time", "must be a finite number of unix seconds")
+        value = _number(i, "value", p.value, "must be finite")
+        t = (
+            now
+            if p.time is None
+            else _number(i, "time", p.time, "must be a finite number of unix seconds")
+        )
+        lines.append(f"{esc}\t{step}\t{value!r}\t{t!r}\n")
+        steps, values = series[key]
+        steps.append(step)
+        values.append(value)
+    return _Prepared("".join(lines), series)
 
 
 # Created once per connection and emptied at commit: creating and dropping a temp table per
@@ -108,30 +143,14 @@ def _rollup_sql(level: int) -> str:
             count = EXCLUDED.count"""
 
 
-_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
-
-
-def _copy_text(points: Sequence[IngestPoint], now: float) -> str:
-    """COPY text format in one string: far cheaper than a write_row call per point."""
-    keys: dict[str, str] = {}
-    lines = []
-    for p in points:
-        key = keys.get(p.key)
-        if key is None:
-            key = keys[p.key] = p.key.translate(_COPY_ESCAPES)
-        t = now if p.time is None else p.time
-        lines.append(f"{key}\t{p.step}\t{float(p.value)!r}\t{float(t)!r}\n")
-    return "".join(lines)
-
-
 def ingest_points(
     *, run_id: int, stage_run_id: int | None, points: Sequence[IngestPoint], publish: bool = True
 ) -> int:
     """Store a batch of points for one run (and stage run). Returns the number accepted."""
     if not points:
         return 0
-    validate_points(points)
     now = time.time()
+    prepared = _prepare(points, now)
     with transaction.atomic(), connection.cursor() as cur:
         cur.execute(_TMP)
         # Normally already empty (ON COMMIT DELETE ROWS); not so when the caller's outer
@@ -142,7 +161,7 @@ def ingest_points(
             # cost; a resumed stage re-sends everything after its checkpoint anyway.
             cur.execute("SET LOCAL synchronous_commit TO OFF")
         with cur.copy("COPY ingest_tmp (key, step, value, wall_time) FROM STDIN") as copy:
-            copy.write(_copy_text(points, now))
+            copy.write(prepared.copy_text)
         cur.execute(
             """
             INSERT INTO runs_series (run_id, stage_run_id, key, count)
@@ -192,29 +211,21 @@ def ingest_points(
 
         analysis = analysis_ingest(run_id=run_id, points=points)
         if publish:
-            batch = _batch_message(run_id, points)
+            batch = _batch_message(run_id, prepared.series)
             if analysis is not None:
                 batch["analysis"] = analysis
             transaction.on_commit(lambda: _publish(run_id, batch))
     return len(points)
 
 
-def _batch_message(run_id: int, points: Iterable[IngestPoint]) -> dict:
-    by_key: dict[str, tuple[list[int], list[float]]] = {}
-    lo, hi = None, None
-    for p in points:
-        steps, values = by_key.setdefault(p.key, ([], []))
-        steps.append(p.step)
-        values.append(float(p.value))
-        lo = p.step if lo is None else min(lo, p.step)
-        hi = p.step if hi is None else max(hi, p.step)
+def _batch_message(run_id: int, series: dict[str, tuple[list[int], list[float]]]) -> dict:
     return {
         "type": "run.points",
         "run": run_id,
-        "min_step": lo,
-        "max_step": hi,
+        "min_step": min(min(steps) for steps, _ in series.values()),
+        "max_step": max(max(steps) for steps, _ in series.values()),
         "sent_at": time.time(),
-        "series": {k: {"steps": s, "values": v} for k, (s, v) in by_key.items()},
+        "series": {k: {"steps": s, "values": v} for k, (s, v) in series.items()},
     }
 
 
@@ -238,5 +249,4 @@ def parse_points(raw: object, *, limit: int) -> list[IngestPoint]:
             if field not in p:
                 raise IngestError(i, field, "is required")
         out.append(IngestPoint(p["key"], p["step"], p["value"], p.get("time")))
-    validate_points(out)
-    return out
+    return out  # values are checked by ingest_points, with the same indexes

@@ -135,3 +135,33 @@ def test_keys_with_copy_special_characters_and_exact_floats_round_trip():
         points=[IngestPoint(key, s, v, 1.5) for s, v in enumerate(values)],
     )
     assert [v for _, v in _stored(run, key)] == values
+
+
+@pytest.mark.parametrize(
+    ("point", "field"),
+    [
+        (IngestPoint("k", True, 1.0), "step"),
+        (IngestPoint("k", 1, True), "value"),
+        (IngestPoint("k", 1, 10**400), "value"),
+        (IngestPoint("k", 1, "1.0"), "value"),
+        (IngestPoint(7, 1, 1.0), "key"),
+        (IngestPoint("k", 1, 1.0, "now"), "time"),
+    ],
+)
+def test_wrong_types_are_refused_with_their_field(point, field):
+    run = f.RunFactory()
+    with pytest.raises(IngestError) as err:
+        ingest_points(run_id=run.pk, stage_run_id=None, points=_points("k", range(3)) + [point])
+    assert (err.value.index, err.value.field) == (3, field)
+
+
+def test_integer_and_numpy_values_are_accepted():
+    import numpy as np
+
+    run = f.RunFactory()
+    ingest_points(
+        run_id=run.pk,
+        stage_run_id=None,
+        points=[IngestPoint("k", 0, 3), IngestPoint("k", 1, np.float64(0.25), np.float64(2.0))],
+    )
+    assert _stored(run, "k") == [(0, 3.0), (1, 0.25)]
