@@ -112,10 +112,8 @@ class Command(BaseCommand):
                 f"First start: admin login is  {result.admin_username} / {shown}  "
                 "(shown once; change it in /admin/)"
             )
-        try:
-            from runs.services.demo import seed_examples, submit_demo_run
-        except ImportError:  # execution layer not installed yet
-            return
+        from runs.services.demo import seed_examples, submit_demo_run
+
         seed_examples(team=result.team)
         if demo:
             run = submit_demo_run(team=result.team, queue=result.queue)
