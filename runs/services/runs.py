@@ -23,6 +23,7 @@ from runs.models import (
 )
 from runs.services.errors import QueueAccessDenied
 from runs.services.plans import apply_overrides, pipeline_to_plan, plan_validate
+from trainers.plan import Plan
 
 
 def run_dir(run: Run) -> Path:
@@ -35,28 +36,26 @@ def queue_check_access(*, queue: Queue, team: Team) -> None:
         raise QueueAccessDenied(f"team {team.name!r} may not use queue {queue.name!r}")
 
 
-def _create_stage_runs(run: Run, plan: dict[str, Any], *, skipped_before: int = 0) -> None:
-    from trainers.plan import validate_plan
+def _initial_state(i: int, first: int) -> str:
+    if i < first:
+        return StageState.SKIPPED  # inherited from the parent of a fork
+    return StageState.QUEUED if i == first else StageState.PENDING
 
-    bounds = validate_plan(plan, check_files=False).stage_bounds()
+
+def _create_stage_runs(run: Run, plan: Plan, *, first: int = 0) -> None:
+    """One stage run per stage; stage ``first`` is queued, earlier ones are skipped."""
     now = timezone.now()
     StageRun.objects.bulk_create(
         StageRun(
             run=run,
             stage_index=i,
-            name=plan["stages"][i]["name"],
+            name=plan.stages[i].name,
             start_step=start,
             end_step=end,
-            state=(
-                StageState.SKIPPED
-                if i < skipped_before
-                else StageState.QUEUED
-                if i == skipped_before
-                else StageState.PENDING
-            ),
-            queued_at=now if i == skipped_before else None,
+            state=_initial_state(i, first),
+            queued_at=now if i == first else None,
         )
-        for i, (start, end) in enumerate(bounds)
+        for i, (start, end) in enumerate(plan.stage_bounds())
     )
 
 
@@ -97,7 +96,7 @@ def run_submit(
         queued_at=timezone.now(),
         created_by=user,
     )
-    _create_stage_runs(run, snapshot)
+    _create_stage_runs(run, validated)
     _dispatch_on_commit()
     return run
 
@@ -144,7 +143,8 @@ def run_fork(
     plan = {**parent.plan, "stages": kept + list(later)}
     if len(plan["stages"]) <= keep:
         raise ValidationError({"stages": ["nothing left to run after this checkpoint"]})
-    snapshot = plan_validate(plan).model_dump(mode="json")
+    validated = plan_validate(plan)
+    snapshot = validated.model_dump(mode="json")
     run = Run.objects.create(
         team=team,
         pipeline=parent.pipeline,
@@ -160,7 +160,7 @@ def run_fork(
         fork_checkpoint=checkpoint,
         created_by=user,
     )
-    _create_stage_runs(run, snapshot, skipped_before=keep)
+    _create_stage_runs(run, validated, first=keep)
     # The fork resumes from its own copy of the checkpoint (the parent may prune its own).
     dest = run_dir(run) / "checkpoints" / Path(checkpoint.path).name
     shutil.copytree(checkpoint.path, dest)
