@@ -183,3 +183,15 @@ def test_digits_analysis_served_equals_offline_analysis_of_cli_metrics(workers, 
     assert len(gaps) == 4 * 5 and any(g["dropped"] for g in gaps)
     # class-incremental forgetting: the first task is worse at the end than after stage 0
     assert served["matrix"][-1][0] < served["matrix"][0][0]
+
+    # The run page's gap table and matrix (the UI endpoint) show the same numbers.
+    page = client.get(f"/api/ui/runs/{run.pk}/analysis/").json()
+    acc_gaps = [
+        {k: v for k, v in g.items() if k not in ("metric", "eval_set", "stage_after")}
+        for g in page["gaps"]
+        if g["metric"] == "acc"
+    ]
+    assert acc_gaps == expected["stability_gaps"]
+    (acc_matrix,) = [m for m in page["matrices"] if m["metric"] == "acc"]
+    assert acc_matrix["eval_sets"] == served["eval_sets"]  # task0..task4 sort the same way
+    assert acc_matrix["values"] == expected["matrix"]
