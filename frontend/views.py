@@ -70,6 +70,10 @@ def run_page(request, run_id: int):
         "eval_sets": [e["name"] for e in run.plan.get("eval_sets", [])],
         "can_write": run.team_id in team_ids_for(request.user, write=True),
         "queues": _queues_for(request.user),
+        # A fork stores only points after its fork step; the page draws the parent's prefix.
+        "parent": run.parent_id,
+        "parent_name": run.parent.name if run.parent_id else None,
+        "fork_step": run.fork_checkpoint.step if run.fork_checkpoint_id else None,
     }
     return render(request, "frontend/run.html", {"run": run, "page_data": data})
 

@@ -117,6 +117,19 @@ def test_edit_submit_watch_compare_fork(page, stack):
     fork = Run.objects.get(pk=fork_id)
     assert fork.parent_id == run_id and fork.fork_checkpoint.step == 40
     page.wait_for_function(f"() => ({TRAIN_COUNT})() > 0", timeout=120_000)
+    # the parent's points up to the fork step are drawn once, as a muted "shared prefix" trace
+    origin = page.inner_text("#fork-origin")
+    assert "forked from" in origin and "at step 40" in origin
+    prefix = page.wait_for_function(
+        """(pid) => { const d = window.stagewiseCharts.train.div.data;
+           const t = d.find((t) => (t.legendgroup || "").includes(`parent #${pid}`));
+           return t && t.x.length ? { name: t.name, maxX: Math.max(...t.x) } : null; }""",
+        arg=run_id,
+        timeout=10_000,
+    ).json_value()
+    assert f"#{run_id}" in prefix["name"] and prefix["maxX"] <= 40
+    own = _trace_steps(page, "train/loss")
+    assert min(own) > 40  # the fork's own trace holds only its own points
     _shot(page, "fork-page")
 
     # -- compare the run and its fork

@@ -40,6 +40,25 @@ def test_every_page_renders_for_a_member(user, run, client_for):
     assert "mine &lt;b&gt;" in body and "mine <b>" not in body.split("page-data")[0]
 
 
+def test_fork_page_data_names_its_parent_and_fork_step(user, team, queue, run, client_for):
+    ckpt = f.CheckpointFactory(stage_run=f.StageRunFactory(run=run), step=40)
+    fork = team.runs.create(
+        name="fork", plan=reduced_lm_plan(), queue=queue, parent=run, fork_checkpoint=ckpt
+    )
+    c = client_for(user)
+    resp = c.get(f"/runs/{fork.pk}/")
+    data = resp.context["page_data"]
+    assert (data["parent"], data["parent_name"], data["fork_step"]) == (run.pk, run.name, 40)
+    body = resp.content.decode()
+    assert "forked from" in body and f'href="/runs/{run.pk}/"' in body and "at step 40" in body
+    summary = c.get(f"/api/ui/runs/{fork.pk}/").json()
+    assert (summary["parent"], summary["fork_step"]) == (run.pk, 40)
+    # a run that is no fork: no parent, no fork line
+    data = c.get(f"/runs/{run.pk}/").context["page_data"]
+    assert (data["parent"], data["fork_step"]) == (None, None)
+    assert "forked from" not in c.get(f"/runs/{run.pk}/").content.decode()
+
+
 def test_anonymous_users_are_sent_to_login(run):
     assert Client().get("/").status_code == 302
     assert Client().get(f"/runs/{run.pk}/").status_code == 302

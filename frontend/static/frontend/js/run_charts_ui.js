@@ -23,7 +23,9 @@ export function stageShapes(stages) {
 export class LiveChart {
   constructor(div, { ytitle = "", logy = false, label = (k) => k, height } = {}) {
     this.div = div;
-    this.index = new Map(); // key -> trace index
+    this.index = new Map(); // key -> trace index (the run's own, live traces only)
+    this.colors = new Map(); // key -> colour, shared by a key's live and parent-prefix traces
+    this.prefixKeys = new Set(); // keys with a parent-prefix trace (static, never extended)
     this.pending = new Map(); // key -> {x: [], y: []}
     this.label = label;
     this.stageLayout = { shapes: [], annotations: [] };
@@ -39,14 +41,31 @@ export class LiveChart {
     Plotly.newPlot(div, [], layout, { responsive: true, displaylogo: false });
   }
 
+  _color(key) {
+    if (!this.colors.has(key)) this.colors.set(key, PALETTE[this.colors.size % PALETTE.length]);
+    return this.colors.get(key);
+  }
+
   _trace(key) {
     if (!this.index.has(key)) {
-      const i = this.index.size;
+      const i = this.div.data.length; // after any parent-prefix traces already drawn
       this.index.set(key, i);
       Plotly.addTraces(this.div, { x: [], y: [], name: this.label(key), mode: "lines", type: "scatter",
-        line: { color: PALETTE[i % PALETTE.length], width: 1.6 }, meta: key });
+        line: { color: this._color(key), width: 1.6 }, meta: key });
     }
     return this.index.get(key);
+  }
+
+  // A fork's shared prefix: the parent's points up to the fork step, drawn once as a muted,
+  // static trace. It is not in `index`, so setSeries/append/zoom never touch it.
+  addParentPrefix(key, steps, values, parentId) {
+    if (this.prefixKeys.has(key) || !steps.length) return;
+    this.prefixKeys.add(key);
+    const group = `parent #${parentId}`;
+    Plotly.addTraces(this.div, { x: steps.slice(), y: values.slice(), type: "scatter", mode: "lines",
+      name: `${this.label(key)} (${group})`, legendgroup: group, opacity: 0.4,
+      line: { color: this._color(key), width: 1.4 }, meta: `parent:${key}`,
+      hovertemplate: `${group}: %{y}<extra></extra>` });
   }
 
   // Replace a trace's points (initial load, zoom window).

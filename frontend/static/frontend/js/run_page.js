@@ -135,10 +135,43 @@ for (const chart of [charts.train, charts.eval]) {
   });
 }
 
+// ---------------------------------------------------------------- a fork's shared prefix
+// A fork stores only points after its fork step: draw the parent's points up to it (once) as
+// muted traces. They live outside `store`, so dedupe and catch-up never see them.
+let parentSeries = null; // key -> {steps, values}
+const drawsParentKey = (k) => k === "train/loss" || k === "lr" || (k.startsWith("eval/") && k.split("/").length === 3);
+
+function drawParentPrefix() {
+  if (!parentSeries) return;
+  for (const [key, s] of Object.entries(parentSeries)) {
+    chartFor(key)?.addParentPrefix(key, s.steps, s.values, data.parent);
+  }
+}
+
+async function loadParentPrefix() {
+  if (!data.parent || data.fork_step === null || data.fork_step === undefined) return;
+  const pbase = `/api/runs/${data.parent}`;
+  try {
+    const keys = (await getJSON(`${pbase}/metrics/`)).keys.filter(drawsParentKey);
+    if (!keys.length) return;
+    const q = encodeURIComponent(keys.join(","));
+    const { series } = await getJSON(`${pbase}/series/?keys=${q}&max_step=${data.fork_step}&max_points=1000`);
+    parentSeries = {};
+    for (const [key, s] of Object.entries(series)) {
+      const n = s.steps.filter((st) => st <= data.fork_step).length; // steps are sorted
+      parentSeries[key] = { steps: s.steps.slice(0, n), values: s.values.slice(0, n) };
+    }
+    drawParentPrefix();
+  } catch (e) {
+    logEvent(`parent #${data.parent} points unavailable: ${e}`); // the fork's own curves still work
+  }
+}
+
 evalMetricSel.addEventListener("change", async () => {
   Plotly.purge(charts.eval.div);
   charts.eval = new LiveChart(document.getElementById("chart-eval"), {
     ytitle: evalMetricSel.value, label: (k) => k.split("/")[1] });
+  drawParentPrefix();
   const keys = store.keys().filter((k) => chartFor(k) === charts.eval);
   if (keys.length) {
     const { series } = await getJSON(`${base}/series/?keys=${encodeURIComponent(keys.join(","))}&max_points=2000`);
@@ -277,6 +310,7 @@ async function loadContinual() {
 const lrLaw = new LrLawPanel(runId, { onError: showError });
 
 loadSummary().then(loadAnalysis);
+loadParentPrefix();
 loadContinual();
 // The socket carries points and events; the summary (progress, ETA, checkpoints) is polled.
 setInterval(() => {
