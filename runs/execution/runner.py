@@ -11,7 +11,12 @@ from runs.execution.heartbeat import Heartbeat
 from runs.execution.sink import DjangoSink
 from runs.services.leases import lease_acquire
 from runs.services.runs import run_dir
-from runs.services.stages import stage_canceled, stage_failed, stage_succeeded
+from runs.services.stages import (
+    checkpoints_drop_unindexed,
+    stage_canceled,
+    stage_failed,
+    stage_succeeded,
+)
 from trainers.engine import run_stage
 from trainers.events import StageCanceled
 from trainers.plan import validate_plan
@@ -33,8 +38,10 @@ def execute(stage_run_id: int, token: str) -> str:
     with Heartbeat(stage_run_id=sr.pk, run_id=run.pk, worker_id=worker_id) as hb:
         try:
             plan = validate_plan(run.plan, check_files=True)
+            checkpoints_drop_unindexed(run=run, out_dir=run_dir(run))
             run_stage(plan, sr.stage_index, run_dir(run), sink, control=hb)
-            sink.close()
+            if not sink.close():
+                raise RuntimeError("the stage finished but its last metrics could not be stored")
         except StageCanceled as exc:
             sink.close()
             if hb.lease_lost.is_set() and not hb.canceled.is_set():

@@ -51,7 +51,10 @@ class DjangoSink:
             self._wake.set()
 
     def checkpoint_saved(self, info: CheckpointInfo) -> None:
-        self.flush(wait=True)  # points up to the checkpoint are durable before it is indexed
+        # Index the checkpoint only once every point up to it is stored: a worker resuming
+        # later starts from the newest *indexed* checkpoint and re-sends what follows.
+        if not self.flush(wait=True):
+            raise RuntimeError(f"could not store metrics up to step {info.step}; not indexing it")
         checkpoint_record(
             stage_run=self.stage_run, path=info.path, step=info.step, stage_end=info.stage_end
         )
@@ -104,8 +107,9 @@ class DjangoSink:
             self._flush_once()
         close_old_connections()
 
-    def close(self) -> None:
+    def close(self) -> bool:
+        """Stop the flusher and store what is left; False if that failed."""
         self._stop.set()
         self._wake.set()
         self._thread.join(timeout=5)
-        self.flush(wait=True)
+        return self.flush(wait=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 from django.db import transaction
@@ -91,6 +92,23 @@ def checkpoint_record(*, stage_run: StageRun, path: str, step: int, stage_end: b
             old.delete()
     transaction.on_commit(lambda: run_event(stage_run.run_id, "checkpoint", step=step))
     return ckpt
+
+
+def checkpoints_drop_unindexed(*, run: Run, out_dir: Path) -> list[int]:
+    """Remove checkpoint folders that have no Checkpoint row (a worker died between writing
+    the files and storing the points up to them), so a resumed stage starts from a checkpoint
+    whose points are all stored. A fork's copied starting checkpoint is kept."""
+    from trainers.checkpoints import list_checkpoints
+
+    indexed = set(Checkpoint.objects.filter(run=run).values_list("step", flat=True))
+    if run.fork_checkpoint_id:
+        indexed.add(run.fork_checkpoint.step)
+    dropped = []
+    for info in list_checkpoints(out_dir):
+        if info.step not in indexed:
+            shutil.rmtree(info.path, ignore_errors=True)
+            dropped.append(info.step)
+    return dropped
 
 
 def run_is_canceled(run_id: int) -> bool:
