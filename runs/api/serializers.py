@@ -3,6 +3,7 @@
 from rest_framework import serializers
 
 from runs.models import Checkpoint, Pipeline, Queue, Run, StageDefinition, StageRun
+from runs.selectors.runs import run_analysis_summary
 
 MAX_POINTS_PER_REQUEST = 50_000
 
@@ -36,13 +37,7 @@ class RunOut(serializers.ModelSerializer):
                   "started_at", "finished_at", "error", "stages", "analysis"]  # fmt: skip
 
     def get_analysis(self, run: Run) -> dict | None:
-        # select_related by run_list: no query per row
-        result = getattr(getattr(run, "analysis", None), "result", None) or {}
-        metrics = result.get("metrics") or {}
-        if not result:
-            return None
-        keys = ("acc", "bwt", "fwt", "avg_forgetting")
-        return {"metric": result.get("metric"), **{k: metrics.get(k) for k in keys}}
+        return run_analysis_summary(run)
 
 
 class RunDetailOut(RunOut):

@@ -6,16 +6,14 @@ from __future__ import annotations
 import numpy as np
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
-from rest_framework import status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from runs.api import serializers as s
 from runs.api.permissions import visible_run
-from runs.models import RunAnalysis
-from runs.selectors.dashboard import run_analysis, run_progress, run_row, run_rows
+from runs.selectors.dashboard import run_analysis, run_row, run_rows
+from runs.services.plans import plan_validate
 from trainers.engine import lr_preview
-from trainers.plan import PlanError, validate_plan
 
 MAX_PREVIEW_POINTS = 2000
 
@@ -39,27 +37,7 @@ class UiRunRows(APIView):
             page=page,
             page_size=size,
         )
-        _attach_analysis(data["results"])
         return Response(data)
-
-
-ANALYSIS_SUMMARY_KEYS = ("acc", "bwt", "fwt", "avg_forgetting")
-
-
-def analysis_summary(result: dict | None) -> dict | None:
-    """The list columns of a stored analysis result: the same shape as RunOut.analysis."""
-    if not result:
-        return None
-    metrics = result.get("metrics") or {}
-    return {"metric": result.get("metric"), **{k: metrics.get(k) for k in ANALYSIS_SUMMARY_KEYS}}
-
-
-def _attach_analysis(rows: list[dict]) -> None:
-    """Add ``analysis`` to each row of a page with one query (``None`` before any eval)."""
-    ids = [r["id"] for r in rows]
-    results = dict(RunAnalysis.objects.filter(run_id__in=ids).values_list("run_id", "result"))
-    for r in rows:
-        r["analysis"] = analysis_summary(results.get(r["id"]))
 
 
 class UiRunSummary(APIView):
@@ -72,7 +50,6 @@ class UiRunSummary(APIView):
         return Response(
             {
                 **run_row(run),
-                "progress": run_progress(run),
                 "started_at": run.started_at.isoformat() if run.started_at else None,
                 "fork_step": run.fork_checkpoint.step if run.fork_checkpoint_id else None,
                 "checkpoints": s.CheckpointOut(ckpts, many=True).data,
@@ -94,15 +71,8 @@ class UiPlanPreview(APIView):
     @extend_schema(request=OpenApiTypes.OBJECT, responses={200: OpenApiTypes.OBJECT})
     def post(self, request):
         plan = request.data.get("plan") if isinstance(request.data, dict) else None
-        try:
-            validated = validate_plan(plan)
-        except PlanError as exc:
-            errors: dict[str, list[str]] = {}
-            for e in exc.errors:
-                errors.setdefault(e["path"], []).append(e["message"])
-            return Response(
-                {"detail": "invalid plan", "errors": errors}, status=status.HTTP_400_BAD_REQUEST
-            )
+        # a 400 with {"errors": {field path: [reasons]}} through the API's exception handler
+        validated = plan_validate(plan)
         lr = lr_preview(validated)
         stride = max(1, int(np.ceil(len(lr) / MAX_PREVIEW_POINTS)))
         steps = np.arange(len(lr))[::stride]

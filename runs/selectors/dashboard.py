@@ -15,7 +15,7 @@ from django.db.models.functions import Cast
 from django.utils import timezone
 
 from runs.models import Queue, Run, RunState, StageRun, StageState
-from runs.selectors.runs import run_list
+from runs.selectors.runs import run_analysis_summary, run_list
 from trainers.analysis import matrix_from_series, stability_gaps
 
 RUN_ORDERINGS = ("-created_at", "created_at", "name", "-name", "state", "-state", "priority",
@@ -90,6 +90,7 @@ def run_row(run: Run) -> dict[str, Any]:
             for sr in run.stage_runs.all()
         ],  # fmt: skip
         "progress": run_progress(run),
+        "analysis": run_analysis_summary(run),
     }
 
 

@@ -30,3 +30,16 @@ def run_list(*, user, filters: dict | None = None) -> QuerySet[Run]:
 
 def run_get(*, user, run_id: int) -> Run | None:
     return run_list(user=user).filter(pk=run_id).first()
+
+
+ANALYSIS_SUMMARY_KEYS = ("acc", "bwt", "fwt", "avg_forgetting")
+
+
+def run_analysis_summary(run: Run) -> dict | None:
+    """The list columns of a run's stored analysis (``None`` before any eval point).
+    ``run_list`` select_relates the analysis, so this costs no query per row."""
+    result = getattr(getattr(run, "analysis", None), "result", None)
+    if not result:
+        return None
+    metrics = result.get("metrics") or {}
+    return {"metric": result.get("metric"), **{k: metrics.get(k) for k in ANALYSIS_SUMMARY_KEYS}}
