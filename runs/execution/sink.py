@@ -17,6 +17,7 @@ from runs.models import StageRun
 from runs.services.ingest import IngestPoint, ingest_points
 from runs.services.stages import checkpoint_record, stage_progress
 from trainers.events import CheckpointInfo, Point
+from trainers.sinks import BaseSink
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +25,7 @@ FLUSH_SECONDS = 0.25
 FLUSH_POINTS = 1000
 
 
-class DjangoSink:
+class DjangoSink(BaseSink):
     def __init__(self, stage_run: StageRun, *, flush_seconds: float = FLUSH_SECONDS):
         self.stage_run = stage_run
         self.flush_seconds = flush_seconds
@@ -37,12 +38,6 @@ class DjangoSink:
         self._thread.start()
 
     # -- MetricSink
-    def run_started(self, plan) -> None:
-        pass
-
-    def stage_started(self, stage_index: int, start_step: int) -> None:
-        pass
-
     def points(self, points: list[Point]) -> None:
         with self._lock:
             self._buf.extend(points)
@@ -61,12 +56,6 @@ class DjangoSink:
 
     def stage_finished(self, stage_index: int, end_step: int) -> None:
         self.flush(wait=True)
-
-    def run_finished(self) -> None:
-        pass
-
-    def error(self, message: str, traceback: str) -> None:
-        pass
 
     # -- buffering
     def flush(self, *, wait: bool = False, timeout: float = 120.0) -> bool:
