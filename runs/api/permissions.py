@@ -12,6 +12,20 @@ def visible_run(request, run_id: int) -> Run:
     return run
 
 
+def writable_run_team(request, run_id: int) -> int:
+    """The team id of a run the user may write to, in two small queries (the metrics hot
+    path does not need the run itself): 404 when not visible, 403 when read-only."""
+    team_id = (
+        Run.objects.filter(pk=run_id, team_id__in=team_ids_for(request.user))
+        .values_list("team_id", flat=True)
+        .first()
+    )
+    if team_id is None:
+        raise NotFound(f"run {run_id} not found")
+    require_write(request, team_id)
+    return team_id
+
+
 def require_write(request, team_id: int) -> None:
     if team_id not in team_ids_for(request.user, write=True):
         raise PermissionDenied("your role in this team is read-only (viewer)")

@@ -11,7 +11,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from runs.api import serializers as s
-from runs.api.permissions import require_write, team_for_write, visible_run
+from runs.api.permissions import require_write, team_for_write, visible_run, writable_run_team
 from runs.models import Checkpoint, Pipeline, Queue
 from runs.selectors.pipelines import pipeline_list
 from runs.selectors.runs import run_list
@@ -115,12 +115,11 @@ class RunMetrics(APIView):
 
     @extend_schema(request=None, responses={200: dict})
     def post(self, request, run_id: int):
-        run = visible_run(request, run_id)
-        require_write(request, run.team_id)
+        writable_run_team(request, run_id)
         raw = request.data.get("points") if isinstance(request.data, dict) else None
         try:
             points = parse_points(raw, limit=s.MAX_POINTS_PER_REQUEST)
-            n = ingest_points(run_id=run.pk, stage_run_id=None, points=points)
+            n = ingest_points(run_id=run_id, stage_run_id=None, points=points)
         except IngestError as exc:
             return Response(
                 {"detail": str(exc), "index": exc.index, "field": exc.field, "reason": exc.reason},

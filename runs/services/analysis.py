@@ -6,9 +6,6 @@ grow with the number of stored points.
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Sequence
-
 from runs.models import Run, RunAnalysis
 from trainers.analysis import ContinualState, loss_forgetting, matrix_metrics
 
@@ -42,11 +39,13 @@ def _new_analysis(run: Run) -> RunAnalysis:
     )
 
 
-def analysis_ingest(*, run_id: int, points: Sequence) -> dict | None:
-    """Fold a batch's eval points into the run's analysis (inside the ingest transaction).
-    Returns the new result when the batch changed it, for the live push."""
-    evals = [p for p in points if p.key.startswith("eval/")]
-    if not evals:
+def analysis_ingest(
+    *, run_id: int, series: dict[str, tuple[list[int], list[float]]]
+) -> dict | None:
+    """Fold a batch's eval points (key -> steps, values, sorted by step) into the run's
+    analysis, inside the ingest transaction. Returns the new result when the batch changed
+    it, for the live push."""
+    if not any(key.startswith("eval/") for key in series):
         return None
     row = RunAnalysis.objects.select_for_update().filter(run_id=run_id).first()
     if row is None:
@@ -55,20 +54,14 @@ def analysis_ingest(*, run_id: int, points: Sequence) -> dict | None:
             return None
         row = _new_analysis(run)
     index = {f"eval/{name}/{row.metric}": j for j, name in enumerate(row.eval_sets)}
-    per_set: dict[int, list[tuple[int, float]]] = defaultdict(list)
-    for p in evals:
-        j = index.get(p.key)
-        if j is not None:
-            per_set[j].append((p.step, float(p.value)))
+    per_set = {index[k]: pts for k, pts in series.items() if k in index}
     if not per_set:
         return None
     state = ContinualState.from_dict(row.state)
-    for j, pts in per_set.items():
-        pts.sort()
-        state.update(j, [s for s, _ in pts], [v for _, v in pts])
-        for s, v in pts:
-            if s == 0:
-                row.baseline[str(j)] = v
+    for j, (steps, values) in per_set.items():
+        state.update(j, steps, values)
+        if steps and steps[0] == 0:
+            row.baseline[str(j)] = values[0]
     row.state = state.to_dict()
     row.result = _result(row, state)
     row.save()

@@ -1,7 +1,10 @@
 import random
+import threading
 
 import pytest
 from django.db import connection
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from runs.models import MetricPoint, Series, SeriesRollup
 from runs.services.ingest import (
@@ -99,6 +102,7 @@ def test_stage_series_are_separate_and_batches_may_mix_keys():
         (IngestPoint("k", 1, float("inf")), "value"),
         (IngestPoint("x" * 201, 1, 1.0), "key"),
         (IngestPoint("", 1, 1.0), "key"),
+        (IngestPoint("bad\x00key", 1, 1.0), "key"),
         (IngestPoint("k", 1, 1.0, float("nan")), "time"),
     ],
 )
@@ -116,10 +120,12 @@ def test_temp_tables_are_reused_and_empty_between_batches():
     for lo in (0, 5):
         ingest_points(run_id=run.pk, stage_run_id=None, points=_points("k", range(lo, lo + 5)))
     with connection.cursor() as cur:
-        cur.execute("SELECT count(*) FROM pg_class WHERE relname = 'ingest_touched'")
-        assert cur.fetchone()[0] == 1  # one per connection, not one per batch
         cur.execute(
-            "SELECT (SELECT count(*) FROM ingest_tmp) + (SELECT count(*) FROM ingest_touched)"
+            "SELECT count(*) FROM pg_class WHERE relname IN ('ingest_points', 'ingest_rollups')"
+        )
+        assert cur.fetchone()[0] == 2  # one each per connection, not one per batch
+        cur.execute(
+            "SELECT (SELECT count(*) FROM ingest_points) + (SELECT count(*) FROM ingest_rollups)"
         )
         assert cur.fetchone()[0] == 0
     assert len(_stored(run, "k")) == 10
@@ -146,6 +152,8 @@ def test_keys_with_copy_special_characters_and_exact_floats_round_trip():
         (IngestPoint("k", 1, "1.0"), "value"),
         (IngestPoint(7, 1, 1.0), "key"),
         (IngestPoint("k", 1, 1.0, "now"), "time"),
+        (IngestPoint("k", 2**63, 1.0), "step"),
+        (("k", 1, 1.0), "(point)"),
     ],
 )
 def test_wrong_types_are_refused_with_their_field(point, field):
@@ -165,3 +173,89 @@ def test_integer_and_numpy_values_are_accepted():
         points=[IngestPoint("k", 0, 3), IngestPoint("k", 1, np.float64(0.25), np.float64(2.0))],
     )
     assert _stored(run, "k") == [(0, 3.0), (1, 0.25)]
+
+
+def _assert_exact(run, expected: dict[str, dict[int, float]]):
+    """Stored points, series totals and every rollup level equal what the points say."""
+    for key, points in expected.items():
+        assert _stored(run, key) == sorted(points.items())
+        series = Series.objects.get(run=run, key=key)
+        assert (series.count, series.first_step, series.last_step) == (
+            len(points),
+            min(points),
+            max(points),
+        )
+        for level in range(ROLLUP_LEVELS):
+            w = bucket_width(level)
+            buckets: dict[int, list[tuple[int, float]]] = {}
+            for s, v in sorted(points.items()):
+                buckets.setdefault(s // w, []).append((s, v))
+            got = {
+                r.bucket: (r.min_value, r.max_value, r.last_step, r.last_value, r.count)
+                for r in SeriesRollup.objects.filter(series=series, level=level)
+            }
+            want = {
+                b: (min(v for _, v in p), max(v for _, v in p), *p[-1], len(p))
+                for b, p in buckets.items()
+            }
+            assert got == want, f"{key} level {level}"
+
+
+_point = st.tuples(
+    st.sampled_from(["a", "b", "eval/c/loss"]),
+    st.integers(0, 400),
+    st.floats(-1e6, 1e6, allow_nan=False),
+)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    batches=st.lists(
+        st.tuples(st.lists(_point, min_size=1, max_size=40), st.sampled_from([0, 0, 500, 5000])),
+        min_size=1,
+        max_size=6,
+    )
+)
+def test_any_batch_order_stores_exactly_the_last_value_of_each_step(batches):
+    """Appended batches (merged rollups), re-sent and out-of-order ones (upsert + rebuilt
+    rollups), duplicates inside a batch (the last one wins) and any mix of them."""
+    run = f.RunFactory()
+    expected: dict[str, dict[int, float]] = {}
+    for i, (points, shift) in enumerate(batches):
+        batch = [IngestPoint(k, s + shift * i, v) for k, s, v in points]
+        assert ingest_points(run_id=run.pk, stage_run_id=None, points=batch) == len(batch)
+        for p in batch:
+            expected.setdefault(p.key, {})[p.step] = p.value
+    _assert_exact(run, expected)
+
+
+def test_concurrent_batches_of_one_series_queue_up_and_stay_exact():
+    """Two connections send interleaved step ranges of the same series at once: the series
+    row lock orders them, so neither appends past the other's uncommitted points."""
+    run = f.RunFactory()
+    expected: dict[int, float] = {}
+    errors: list[BaseException] = []
+
+    def send(lows):
+        try:
+            for lo in lows:
+                ingest_points(
+                    run_id=run.pk,
+                    stage_run_id=None,
+                    points=[IngestPoint("k", s, s * 0.25) for s in range(lo, lo + 300)],
+                )
+        except BaseException as exc:  # reported by the main thread
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    lows = list(range(0, 12_000, 300))
+    for lo in lows:
+        expected.update({s: s * 0.25 for s in range(lo, lo + 300)})
+    threads = [threading.Thread(target=send, args=(lows[i::2],)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    _assert_exact(run, {"k": expected})
