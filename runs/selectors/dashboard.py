@@ -15,7 +15,7 @@ from django.db.models.functions import Cast
 from django.utils import timezone
 
 from runs.models import Queue, Run, RunState, StageRun, StageState
-from runs.selectors.runs import run_analysis_summary, run_list
+from runs.selectors.runs import run_analysis_summary, run_lineage, run_list
 from trainers.analysis import matrix_from_series, stability_gaps
 
 RUN_ORDERINGS = ("-created_at", "created_at", "name", "-name", "state", "-state", "priority",
@@ -110,8 +110,11 @@ def run_rows(
     }
 
 
-def _eval_points(run_ids_steps: list[tuple[int, int | None]]) -> dict[str, list[list[float]]]:
-    """``eval/*`` points of (run, up to step) pairs merged by key, ordered by step."""
+def lineage_eval_points(
+    run_ids_steps: list[tuple[int, int | None]], keys: list[str] | None = None
+) -> dict[str, list[list[float]]]:
+    """``eval/*`` points (or only ``keys``) of (run, up to step) pairs, as ``run_lineage``
+    gives them, merged by key and ordered by step."""
     out: dict[str, list[list[float]]] = defaultdict(list)
     with connection.cursor() as cur:
         for run_id, upto in run_ids_steps:
@@ -119,26 +122,24 @@ def _eval_points(run_ids_steps: list[tuple[int, int | None]]) -> dict[str, list[
                 """SELECT s.key, p.step, p.value FROM runs_metricpoint p
                    JOIN runs_series s ON s.id = p.series_id
                    WHERE s.run_id = %s AND s.key LIKE 'eval/%%'
+                     AND (%s::text[] IS NULL OR s.key = ANY(%s::text[]))
                      AND (%s::bigint IS NULL OR p.step <= %s::bigint)
                    ORDER BY p.step""",
-                [run_id, upto, upto],
+                [run_id, keys, keys, upto, upto],
             )
             for key, step, value in cur.fetchall():
                 out[key].append([step, value])
+    for pts in out.values():
+        pts.sort(key=lambda p: p[0])
     return out
 
 
 def run_analysis(run: Run) -> dict[str, Any]:
     """Stability gaps per stage boundary and eval set, and the eval-set x stage-end matrix,
-    from the eval series in the database (a fork includes its parent's history up to the
-    fork point, which it shares)."""
+    from the eval series in the database (a fork includes its ancestors' history up to the
+    fork points, which it shares)."""
     stages = list(run.stage_runs.all())
-    sources: list[tuple[int, int | None]] = [(run.pk, None)]
-    if run.parent_id and run.fork_checkpoint_id:
-        sources.append((run.parent_id, run.fork_checkpoint.step))
-    points = _eval_points(sources)
-    for v in points.values():
-        v.sort(key=lambda p: p[0])
+    points = lineage_eval_points(run_lineage(run))
     boundaries = [sr.end_step for sr in stages]
     done = [sr.end_step for sr in stages if sr.state in DONE_STAGE_STATES]
     by_metric: dict[str, dict[str, list]] = defaultdict(dict)

@@ -43,3 +43,21 @@ def run_analysis_summary(run: Run) -> dict | None:
         return None
     metrics = result.get("metrics") or {}
     return {"metric": result.get("metric"), **{k: metrics.get(k) for k in ANALYSIS_SUMMARY_KEYS}}
+
+
+def run_lineage(run: Run) -> list[tuple[int, int | None]]:
+    """Where a run's history lives: ``(run id, last step taken from it)`` pairs, the run itself
+    first (``None``: all its points), then each fork ancestor up to the step its descendant was
+    forked at. A fork stores only the steps after its fork checkpoint, so the pairs cover
+    disjoint step ranges and together give the run's curves from step 0."""
+    out: list[tuple[int, int | None]] = [(run.pk, None)]
+    upto: int | None = None
+    seen = {run.pk}
+    node = run
+    while node.parent_id and node.fork_checkpoint_id and node.parent_id not in seen:
+        step = node.fork_checkpoint.step
+        upto = step if upto is None else min(upto, step)
+        out.append((node.parent_id, upto))
+        seen.add(node.parent_id)
+        node = Run.objects.select_related("fork_checkpoint").get(pk=node.parent_id)
+    return out

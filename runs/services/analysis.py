@@ -7,6 +7,8 @@ grow with the number of stored points.
 from __future__ import annotations
 
 from runs.models import Run, RunAnalysis
+from runs.selectors.dashboard import lineage_eval_points
+from runs.selectors.runs import run_lineage
 from trainers.analysis import ContinualState, loss_forgetting, matrix_metrics
 
 
@@ -31,12 +33,45 @@ def _stage_steps(stage: dict) -> int:
     return -(-int(stage["tokens"]) // per_step)
 
 
-def _new_analysis(run: Run) -> RunAnalysis:
+def _new_analysis(run: Run) -> tuple[RunAnalysis, ContinualState, bool]:
+    """A fresh analysis row and state. A fork's start from its ancestors' eval points up to
+    the fork step (the history it shares), so its matrix and gaps cover the whole line; the
+    flag says whether any such point was folded in."""
     metric, names, bounds = analysis_layout(run.plan)
     state = ContinualState(len(names), bounds, higher_is_better=metric == "acc")
-    return RunAnalysis(
-        run=run, metric=metric, eval_sets=names, boundaries=bounds, state=state.to_dict()
-    )
+    row = RunAnalysis(run=run, metric=metric, eval_sets=names, boundaries=bounds, state={})
+    inherited = False
+    ancestors = run_lineage(run)[1:]
+    if ancestors:
+        keys = [f"eval/{name}/{metric}" for name in names]
+        points = lineage_eval_points(ancestors, keys)
+        series = {k: ([s for s, _ in pts], [v for _, v in pts]) for k, pts in points.items()}
+        inherited = _fold(row, state, series)
+    row.state = state.to_dict()
+    return row, state, inherited
+
+
+def _fold(row: RunAnalysis, state: ContinualState, series: dict) -> bool:
+    """Feed key -> (steps, values), sorted by step, of the analysed metric into ``state``.
+    Returns whether any key was one of the run's eval sets."""
+    index = {f"eval/{name}/{row.metric}": j for j, name in enumerate(row.eval_sets)}
+    per_set = {index[k]: pts for k, pts in series.items() if k in index}
+    for j, (steps, values) in per_set.items():
+        state.update(j, steps, values)
+        if steps and steps[0] == 0:
+            row.baseline[str(j)] = values[0]
+    return bool(per_set)
+
+
+def analysis_seed_fork(run: Run) -> None:
+    """Store a new fork's analysis right away when its ancestors have eval points, so lists
+    and comparisons show the shared history before the fork's first evaluation."""
+    if not run.parent_id or not run.plan.get("stages"):
+        return
+    row, state, inherited = _new_analysis(run)
+    if inherited:
+        row.result = _result(row, state)
+        row.save()
 
 
 def analysis_ingest(
@@ -49,19 +84,14 @@ def analysis_ingest(
         return None
     row = RunAnalysis.objects.select_for_update().filter(run_id=run_id).first()
     if row is None:
-        run = Run.objects.get(pk=run_id)
+        run = Run.objects.select_related("fork_checkpoint").get(pk=run_id)
         if not run.plan.get("stages"):
             return None
-        row = _new_analysis(run)
-    index = {f"eval/{name}/{row.metric}": j for j, name in enumerate(row.eval_sets)}
-    per_set = {index[k]: pts for k, pts in series.items() if k in index}
-    if not per_set:
+        row, state, _ = _new_analysis(run)
+    else:
+        state = ContinualState.from_dict(row.state)
+    if not _fold(row, state, series):
         return None
-    state = ContinualState.from_dict(row.state)
-    for j, (steps, values) in per_set.items():
-        state.update(j, steps, values)
-        if steps and steps[0] == 0:
-            row.baseline[str(j)] = values[0]
     row.state = state.to_dict()
     row.result = _result(row, state)
     row.save()
@@ -121,6 +151,6 @@ def oriented_metrics(matrix: list, baseline: list, metric: str) -> dict:
 def analysis_get(*, run: Run) -> dict:
     row = RunAnalysis.objects.filter(run=run).first()
     if row is None:
-        row = _new_analysis(run)
-        return _result(row, ContinualState.from_dict(row.state))
+        row, state, _ = _new_analysis(run)
+        return _result(row, state)
     return row.result

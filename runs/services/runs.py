@@ -21,6 +21,7 @@ from runs.models import (
     StageState,
     Team,
 )
+from runs.services.analysis import analysis_seed_fork
 from runs.services.errors import QueueAccessDenied
 from runs.services.plans import apply_overrides, pipeline_to_plan, plan_validate
 from trainers.plan import Plan
@@ -164,6 +165,7 @@ def run_fork(
     # The fork resumes from its own copy of the checkpoint (the parent may prune its own).
     dest = run_dir(run) / "checkpoints" / Path(checkpoint.path).name
     shutil.copytree(checkpoint.path, dest)
+    analysis_seed_fork(run)
     _dispatch_on_commit()
     return run
 

@@ -91,3 +91,66 @@ def test_loss_metrics_read_like_accuracy_metrics():
     assert m["avg_forgetting"] == 2.0
     assert m["acc"] == 2.5
     assert m["fwt"] == 1.0  # task 1's loss fell from 6 to 5 before its own stage
+
+
+def _ingest_rows(run, rows):
+    ingest_points(
+        run_id=run.pk,
+        stage_run_id=None,
+        points=[IngestPoint(r["key"], r["step"], r["value"]) for r in rows],
+        publish=False,
+    )
+
+
+def test_fork_analysis_folds_in_the_shared_history_of_its_ancestors(
+    team, queue, tmp_path, settings
+):
+    """Parent → fork at the end of stage 1 → fork of the fork at the end of stage 2: each
+    stored analysis equals the offline analysis of the points its line actually has."""
+    from runs.models import Checkpoint, RunAnalysis
+    from runs.services.runs import run_fork
+
+    settings.STAGEWISE_DATA_DIR = tmp_path
+    names = ["prose", "code", "docstrings"]
+    parent = run_submit(team=team, queue=queue, plan=reduced_lm_plan())
+    parent_rows = [r for r in _synthetic_rows(names, [40, 80, 100], seed=5) if r["step"] <= 60]
+    _ingest_rows(parent, parent_rows)
+
+    def checkpoint(run, stage_index, step):
+        path = tmp_path / f"ckpt-{run.pk}-{step}"
+        path.mkdir()
+        return Checkpoint.objects.create(
+            run=run,
+            stage_run=run.stage_runs.get(stage_index=stage_index),
+            step=step,
+            path=str(path),
+            stage_end=True,
+        )
+
+    fork = run_fork(checkpoint=checkpoint(parent, 0, 40))
+    # Stored at fork time from the parent's points up to step 40: stage 1's row is known.
+    seeded = RunAnalysis.objects.get(run=fork).result
+    shared = [r for r in parent_rows if r["step"] <= 40]
+    assert seeded == {**seeded, **offline_analysis(shared, fork.plan)}
+    assert seeded["matrix"][0] == [
+        next(r["value"] for r in shared if r["key"] == f"eval/{n}/loss" and r["step"] == 40)
+        for n in names
+    ]
+
+    fork_rows = [
+        r for r in _synthetic_rows(names, [40, 80, 100], seed=6) if 40 < r["step"] <= 80
+    ]
+    _ingest_rows(fork, fork_rows)
+    assert analysis_get(run=fork) == {
+        **analysis_get(run=fork),
+        **offline_analysis(shared + fork_rows, fork.plan),
+    }
+
+    grandchild = run_fork(checkpoint=checkpoint(fork, 1, 80))
+    own = [r for r in _synthetic_rows(names, [40, 80, 100], seed=7) if r["step"] > 80]
+    _ingest_rows(grandchild, own)
+    line = shared + fork_rows + own
+    served = analysis_get(run=grandchild)
+    assert served == {**served, **offline_analysis(line, grandchild.plan)}
+    assert all(v is not None for row in served["matrix"] for v in row)
+    assert len(served["stability_gaps"]) == 2 * 3
