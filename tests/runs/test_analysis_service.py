@@ -137,9 +137,7 @@ def test_fork_analysis_folds_in_the_shared_history_of_its_ancestors(
         for n in names
     ]
 
-    fork_rows = [
-        r for r in _synthetic_rows(names, [40, 80, 100], seed=6) if 40 < r["step"] <= 80
-    ]
+    fork_rows = [r for r in _synthetic_rows(names, [40, 80, 100], seed=6) if 40 < r["step"] <= 80]
     _ingest_rows(fork, fork_rows)
     assert analysis_get(run=fork) == {
         **analysis_get(run=fork),
