@@ -9,6 +9,7 @@ import numpy as np
 from runs.models import Run
 from runs.selectors.series import series_raw
 from trainers.analysis import fit_lr_law, lr_law_predict
+from trainers.analysis.lr_law import ALPHA_MAX, ALPHA_MIN
 from trainers.engine import lr_preview
 from trainers.plan import Plan, validate_plan
 
@@ -43,6 +44,7 @@ def lr_law_fit(*, run: Run, stage: int | None = None) -> dict:
     rms = math.sqrt(params["sse"] / len(steps))
     return {
         "params": params,
+        "warning": _identifiability_warning(params),
         "stage": stage,
         "fitted_steps": [steps[0], steps[-1]],
         "points": len(steps),
@@ -54,6 +56,18 @@ def lr_law_fit(*, run: Run, stage: int | None = None) -> dict:
         "final_step": hi,
         "final_loss": predicted[-1],
     }
+
+
+def _identifiability_warning(params: dict) -> str | None:
+    """Say so when the data cannot pin the law down: alpha ran into its search bound, or the
+    non-negative fit had to drop the floor L0 or the power-law term A."""
+    at_bound = params["alpha"] <= ALPHA_MIN * 1.01 or params["alpha"] >= ALPHA_MAX * 0.99
+    if at_bound or params["L0"] == 0.0 or params["A"] == 0.0:
+        return (
+            "the points fit, but too short or flat a stretch to pin down L0, A and α: "
+            "read the extrapolation with care"
+        )
+    return None
 
 
 def lr_law_what_if(*, run: Run, plan_data: dict, stage: int | None = None) -> dict:

@@ -8,8 +8,8 @@ With ``lr[i]`` the learning rate used at step i+1 (steps are 1-based):
 * m_1 = 0, m_i = lam * m_{i-1} + (eta_{i-1} - eta_i)
 * S2(s) = sum_{i<=s} m_i                           (annealing area, lam = 0.999 by default)
 
-``fit_lr_law`` solves (L0, A, C) exactly by linear least squares for a given alpha and searches
-alpha (log-spaced grid, then golden-section refinement around the best grid point).
+``fit_lr_law`` solves (L0, A, C) >= 0 exactly by linear least squares for a given alpha and
+searches alpha (log-spaced grid, then golden-section refinement around the best grid point).
 """
 
 from __future__ import annotations
@@ -77,22 +77,42 @@ def _steps_index(steps, n: int) -> np.ndarray:
     return s.astype(np.int64) - 1
 
 
+_SUPPORTS = [  # every subset of (L0, A, C) that may be non-zero, largest first
+    [j for j in range(3) if mask >> j & 1] for mask in (7, 6, 5, 3, 4, 2, 1, 0)
+]
+
+
 def _solve_linear(alpha: float, log_s1: np.ndarray, s2: np.ndarray, y: np.ndarray):
-    """Least-squares (L0, A, C) for a fixed alpha; returns (coef, sse)."""
+    """Least-squares (L0, A, C) >= 0 for a fixed alpha; returns (coef, sse).
+
+    The law's terms have signs: L0 is the loss floor (>= 0 for a cross-entropy), A scales
+    the power-law decrease and C the annealing drop. Unconstrained, a short or flat stretch
+    makes L0 and A trade off into huge opposite values (L0 = -7400, A = +7400) that fit the
+    points but mean nothing and extrapolate badly. With three unknowns the non-negative
+    optimum is found exactly by solving every support and keeping the best feasible one."""
     X = np.column_stack([np.ones_like(y), np.exp(-alpha * log_s1), -s2])
     scale = np.sqrt((X * X).sum(axis=0))
     scale[scale == 0] = 1.0
-    coef, *_ = np.linalg.lstsq(X / scale, y, rcond=None)
-    coef = coef / scale
-    resid = y - X @ coef
-    return coef, float(resid @ resid)
+    Xs = X / scale
+    best_coef, best_sse = np.zeros(3), float(y @ y)
+    for support in _SUPPORTS[:-1]:
+        sub, *_ = np.linalg.lstsq(Xs[:, support], y, rcond=None)
+        if np.any(sub < 0):
+            continue
+        coef = np.zeros(3)
+        coef[support] = sub
+        resid = y - Xs @ coef
+        sse = float(resid @ resid)
+        if sse < best_sse * (1 - 1e-12):
+            best_coef, best_sse = coef, sse
+    return best_coef / scale, best_sse
 
 
 def fit_lr_law(lr, steps, loss, lam=0.999) -> dict:
     """Fit ``L0, A, alpha, C`` by least squares on the given (1-based) steps.
 
-    Returns ``{"L0", "A", "alpha", "C", "sse"}`` as floats. alpha is searched in
-    [1e-3, 5]. Points with a missing / non-finite loss are ignored.
+    Returns ``{"L0", "A", "alpha", "C", "sse"}`` as floats, with L0, A, C >= 0. alpha is
+    searched in [1e-3, 5]. Points with a missing / non-finite loss are ignored.
     """
     s1, s2 = _areas(lr, lam)
     idx = _steps_index(steps, s1.size)

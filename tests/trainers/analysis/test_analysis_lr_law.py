@@ -136,3 +136,37 @@ def test_fit_validation():
         fit_lr_law([1e-3] * 10, [1, 2, 3, 4], [1.0] * 5)
     with pytest.raises(ValueError):
         lr_areas([1e-3], lam=1.5)
+
+
+def test_fit_on_a_short_noisy_stretch_keeps_the_terms_non_negative():
+    """A 20-step window late in a run: S1^-alpha is nearly flat there, so an unconstrained
+    fit trades L0 against A (L0 ≈ -7400, A ≈ +7400 on the run page before this test)."""
+    lr = wsd()
+    steps = np.arange(N - 20, N + 1)
+    clean = np.array(lr_law_predict(TRUE, lr, steps))
+    noisy = clean + np.random.default_rng(3).normal(0, 0.01, size=steps.size)
+    fit = fit_lr_law(lr, steps, noisy)
+    assert min(fit["L0"], fit["A"], fit["C"]) >= 0
+    assert fit["L0"] <= noisy.max()  # the floor is not above the data
+    # still a least-squares fit: within the noise on the fitted window
+    pred = np.array(lr_law_predict(fit, lr, steps))
+    assert np.sqrt(np.mean((pred - noisy) ** 2)) < 0.02
+
+
+def test_non_negative_solve_is_the_best_feasible_least_squares():
+    from itertools import product
+
+    from trainers.analysis.lr_law import _solve_linear
+
+    rng = np.random.default_rng(1)
+    log_s1 = np.log(np.linspace(0.5, 3.0, 30))
+    s2 = np.linspace(0, 0.2, 30) ** 2
+    for _ in range(20):
+        y = rng.normal(3, 1, size=30)
+        coef, sse = _solve_linear(0.7, log_s1, s2, y)
+        assert np.all(coef >= 0)
+        X = np.column_stack([np.ones(30), np.exp(-0.7 * log_s1), -s2])
+        assert sse == pytest.approx(float(np.sum((y - X @ coef) ** 2)))
+        # no point of a coarse non-negative grid does better
+        for c in product(np.linspace(0, 6, 13), np.linspace(0, 6, 13), [0.0, 1.0, 5.0]):
+            assert sse <= float(np.sum((y - X @ np.array(c)) ** 2)) + 1e-9

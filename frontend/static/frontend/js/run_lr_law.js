@@ -93,6 +93,7 @@ export class LrLawPanel {
     replaceChildren(this.params, lawParams(fit));
     const running = st.state === "running";
     this.updated.textContent = `fitted on ${fit.points} points up to step ${fit.fitted_steps[1]}` +
-      (running ? ` · extrapolated to step ${fit.final_step} · refreshes every ${REFRESH_MS / 1000} s while the stage runs` : "");
+      (running ? ` · extrapolated to step ${fit.final_step} · refreshes every ${REFRESH_MS / 1000} s while the stage runs` : "") +
+      (fit.warning ? ` · ⚠ ${fit.warning}` : "");
   }
 }
