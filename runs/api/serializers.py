@@ -78,6 +78,11 @@ class SeriesQuery(serializers.Serializer):
     max_step = serializers.IntegerField(required=False, min_value=0)
     max_points = serializers.IntegerField(default=1000, min_value=2, max_value=100_000)
     after_step = serializers.IntegerField(required=False, min_value=-1)
+    lineage = serializers.BooleanField(
+        default=False,
+        help_text="a fork's whole history: its ancestors' points up to the fork steps, then its "
+        "own; each key's answer then has own_from_step (its first own step, or null)",
+    )
 
     def validate(self, attrs):
         lo, hi = attrs.get("min_step"), attrs.get("max_step")
@@ -110,6 +115,20 @@ class PipelineIn(serializers.Serializer):
     description = serializers.CharField(required=False, allow_blank=True, default="")
     team = serializers.SlugField(required=False)
 
+    def validate_plan(self, plan):
+        if not isinstance(plan, dict):
+            raise serializers.ValidationError("must be a JSON object")
+        return plan
+
+
+class PipelineUpdateIn(PipelineIn):
+    """PUT: the whole plan (name included: a rename keeps the pipeline's id)."""
+
+    description = serializers.CharField(
+        required=False, allow_blank=True, help_text="left out: keeps the stored description"
+    )
+    team = None  # a pipeline stays in its team
+
 
 class QueueOut(serializers.ModelSerializer):
     allowed_teams = serializers.SlugRelatedField(slug_field="slug", many=True, read_only=True)
@@ -118,3 +137,12 @@ class QueueOut(serializers.ModelSerializer):
         model = Queue
         fields = ["id", "name", "description", "priority", "paused", "max_concurrent",
                   "allowed_teams"]  # fmt: skip
+
+
+class ExportQuery(serializers.Serializer):
+    keys = serializers.CharField(
+        required=False, help_text="comma-separated series keys (default: every series)"
+    )
+
+    def validate_keys(self, value: str) -> list[str]:
+        return [k for k in value.split(",") if k]

@@ -10,6 +10,7 @@ urlpatterns = [
     path("runs/<int:run_id>/checkpoints/", views.RunCheckpoints.as_view(), name="api-run-ckpts"),
     path("runs/<int:run_id>/metrics/", views.RunMetrics.as_view(), name="api-run-metrics"),
     path("runs/<int:run_id>/series/", views.RunSeries.as_view(), name="api-run-series"),
+    path("runs/<int:run_id>/export/", views.RunExport.as_view(), name="api-run-export"),
     path(
         "runs/<int:run_id>/analysis/",
         views_analysis.RunAnalysisView.as_view(),

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from django.db import transaction
+from django.http import StreamingHttpResponse
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
 from rest_framework import status
 from rest_framework.exceptions import NotFound, PermissionDenied, ValidationError
@@ -12,13 +14,24 @@ from rest_framework.views import APIView
 
 from runs.api import serializers as s
 from runs.api.permissions import require_write, team_for_write, visible_run, writable_run_team
+from runs.api.streaming import stream_async
 from runs.models import Checkpoint, Pipeline, Queue
+from runs.selectors.export import export_csv
 from runs.selectors.pipelines import pipeline_list
 from runs.selectors.runs import run_list
-from runs.selectors.series import MAX_RAW_AFTER, series_after, series_keys, series_window
+from runs.selectors.series import (
+    MAX_RAW_AFTER,
+    lineage_sources,
+    series_after,
+    series_after_lineage,
+    series_keys,
+    series_window,
+    series_window_lineage,
+)
 from runs.services import runs as run_services
 from runs.services.errors import QueueAccessDenied
 from runs.services.ingest import IngestError, ingest_points, parse_points
+from runs.services.pipelines import pipeline_delete, pipeline_update
 from runs.services.plans import pipeline_upsert_from_plan
 
 
@@ -133,6 +146,23 @@ class RunMetrics(APIView):
         return Response({"keys": series_keys(run_id=run.pk)})
 
 
+class RunExport(APIView):
+    """GET the run's raw points as CSV (key, step, value, wall_time, stage), streamed."""
+
+    @extend_schema(
+        parameters=[s.ExportQuery],
+        responses={(200, "text/csv"): OpenApiTypes.STR},
+    )
+    def get(self, request, run_id: int):
+        run = visible_run(request, run_id)
+        q = s.ExportQuery(data=request.GET)
+        q.is_valid(raise_exception=True)
+        chunks = export_csv(run_id=run.pk, keys=q.validated_data.get("keys") or None)
+        response = StreamingHttpResponse(stream_async(chunks), content_type="text/csv")
+        response["Content-Disposition"] = f'attachment; filename="run-{run.pk}-metrics.csv"'
+        return response
+
+
 class RunSeries(APIView):
     @extend_schema(parameters=[s.SeriesQuery], responses={200: dict})
     def get(self, request, run_id: int):
@@ -140,21 +170,29 @@ class RunSeries(APIView):
         q = s.SeriesQuery(data=request.GET)
         q.is_valid(raise_exception=True)
         v = q.validated_data
+        sources = lineage_sources(run=run, user=request.user) if v["lineage"] else None
         if "after_step" in v:
             limit = min(
                 v["max_points"] if "max_points" in request.GET else MAX_RAW_AFTER, MAX_RAW_AFTER
             )
-            series = series_after(
-                run_id=run.pk, keys=v["keys"], after_step=v["after_step"], limit=limit
-            )
+            if sources is not None:
+                series = series_after_lineage(
+                    sources=sources, keys=v["keys"], after_step=v["after_step"], limit=limit
+                )
+            else:
+                series = series_after(
+                    run_id=run.pk, keys=v["keys"], after_step=v["after_step"], limit=limit
+                )
         else:
-            series = series_window(
-                run_id=run.pk,
-                keys=v["keys"],
-                min_step=v.get("min_step"),
-                max_step=v.get("max_step"),
-                max_points=v["max_points"],
-            )
+            window = {"min_step": v.get("min_step"), "max_step": v.get("max_step")}
+            if sources is not None:
+                series = series_window_lineage(
+                    sources=sources, keys=v["keys"], max_points=v["max_points"], **window
+                )
+            else:
+                series = series_window(
+                    run_id=run.pk, keys=v["keys"], max_points=v["max_points"], **window
+                )
         return Response({"run": run.pk, "series": series})
 
 
@@ -169,8 +207,6 @@ class PipelineListCreate(ListAPIView):
         data = s.PipelineIn(data=request.data)
         data.is_valid(raise_exception=True)
         v = data.validated_data
-        if not isinstance(v["plan"], dict):
-            raise ValidationError({"plan": "must be a JSON object"})
         team = team_for_write(request, v.get("team"))
         with transaction.atomic():
             pipeline = pipeline_upsert_from_plan(team=team, plan=v["plan"], user=request.user)
@@ -190,6 +226,23 @@ class PipelineDetail(APIView):
     @extend_schema(responses=s.PipelineIO)
     def get(self, request, pipeline_id: int):
         return Response(s.PipelineIO(self._get(request, pipeline_id)).data)
+
+    @extend_schema(request=s.PipelineUpdateIn, responses=s.PipelineIO)
+    def put(self, request, pipeline_id: int):
+        pipeline = self._get(request, pipeline_id)
+        require_write(request, pipeline.team_id)
+        data = s.PipelineUpdateIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        v = data.validated_data
+        pipeline_update(pipeline=pipeline, plan=v["plan"], description=v.get("description"))
+        return Response(s.PipelineIO(self._get(request, pipeline_id)).data)
+
+    @extend_schema(request=None, responses={204: None})
+    def delete(self, request, pipeline_id: int):
+        pipeline = self._get(request, pipeline_id)
+        require_write(request, pipeline.team_id)
+        pipeline_delete(pipeline=pipeline)
+        return Response(status=status.HTTP_204_NO_CONTENT)
 
 
 class QueueList(ListAPIView):

@@ -79,8 +79,7 @@ def stage_fields_from_plan(order: int, spec: dict[str, Any]) -> dict[str, Any]:
 @transaction.atomic
 def pipeline_upsert_from_plan(*, team: Team, plan: dict[str, Any], user=None) -> Pipeline:
     """Create or replace the team's pipeline named like the plan (used to seed examples)."""
-    validated = plan_validate(plan)
-    data = validated.model_dump(mode="json", exclude_unset=True)
+    data = plan_validate_storable(plan)
     pipeline, _ = Pipeline.objects.update_or_create(
         team=team,
         name=data["name"],
@@ -91,12 +90,69 @@ def pipeline_upsert_from_plan(*, team: Team, plan: dict[str, Any], user=None) ->
             "created_by": user,
         },
     )
+    pipeline_stages_replace(pipeline=pipeline, stages=data["stages"])
+    return pipeline
+
+
+def pipeline_stages_replace(*, pipeline: Pipeline, stages: list[dict[str, Any]]) -> None:
+    """Replace the pipeline's stage rows with the (validated) plan stages, in order."""
     pipeline.stages.all().delete()
     StageDefinition.objects.bulk_create(
         StageDefinition(pipeline=pipeline, **stage_fields_from_plan(i, s))
-        for i, s in enumerate(data["stages"])
+        for i, s in enumerate(stages)
     )
-    return pipeline
+
+
+# Column limits of Pipeline/StageDefinition that a valid plan can still exceed; checked up
+# front so that they come back as field errors instead of a database error (a 500).
+_NAME_MAX = 100
+_INT_MAX = 2**31 - 1  # PositiveIntegerField is a Postgres integer
+_BIGINT_MAX = 2**63 - 1
+
+
+def plan_validate_storable(plan: dict[str, Any]) -> dict[str, Any]:
+    """Validate a plan for storing as a pipeline: trainers' rules plus what the rows need
+    (stage names unique, warmup within a step budget, names and numbers within their
+    columns). Returns the plan as JSON data (only the fields that were given)."""
+    data = plan_validate(plan).model_dump(mode="json", exclude_unset=True)
+    errors: dict[str, list[str]] = {}
+
+    def err(path: str, msg: str) -> None:
+        errors.setdefault(path, []).append(msg)
+
+    if len(data["name"]) > _NAME_MAX:
+        err("name", f"at most {_NAME_MAX} characters")
+    if not 0 <= data.get("seed", 0) <= _BIGINT_MAX:
+        err("seed", f"must be between 0 and {_BIGINT_MAX}")
+    if len(data["stages"]) > 2**15 - 1:
+        err("stages", "too many stages")
+    seen: set[str] = set()
+    for i, st in enumerate(data["stages"]):
+        p = f"stages.{i}"
+        if len(st["name"]) > _NAME_MAX:
+            err(f"{p}.name", f"at most {_NAME_MAX} characters")
+        if st["name"] in seen:
+            err(f"{p}.name", f"duplicate stage name {st['name']!r}")
+        seen.add(st["name"])
+        if len(st.get("task") or "") > _NAME_MAX:
+            err(f"{p}.task", f"at most {_NAME_MAX} characters")
+        warmup = (st.get("schedule") or {}).get("warmup_steps", 0)
+        for key, value, top in (
+            ("steps", st.get("steps"), _BIGINT_MAX),
+            ("tokens", st.get("tokens"), _BIGINT_MAX),
+            ("batch_size", st.get("batch_size"), _INT_MAX),
+            ("seq_len", st.get("seq_len"), _INT_MAX),
+            ("eval_interval", st.get("eval_interval"), _INT_MAX),
+            ("checkpoint_interval", st.get("checkpoint_interval"), _INT_MAX),
+            ("schedule.warmup_steps", warmup, _INT_MAX),
+        ):
+            if value is not None and value > top:
+                err(f"{p}.{key}", f"must be at most {top}")
+        if st.get("steps") is not None and warmup > st["steps"]:
+            err(f"{p}.schedule.warmup_steps", f"exceeds the stage's steps ({st['steps']})")
+    if errors:
+        raise ValidationError(errors)
+    return data
 
 
 def plan_validate(plan: dict[str, Any]) -> Plan:

@@ -132,18 +132,36 @@ def test_edit_submit_watch_compare_fork(page, stack):
     assert min(own) > 40  # the fork's own trace holds only its own points
     _shot(page, "fork-page")
 
-    # -- compare the run and its fork
+    # -- compare the run and its fork: the fork's line starts at step 0, its inherited part
+    # (the parent's points up to the fork step) muted, then its own points
     page.goto(f"{base}/compare/?runs={run_id},{fork_id}&keys=train/loss,eval/prose/loss")
     page.wait_for_function(
         "() => { const c = document.querySelectorAll('.compare-chart');"
-        " return c.length === 2 && c[0].data && c[0].data.length === 2; }",
+        " return c.length === 2 && c[0].data && c[0].data.length === 3; }",
         timeout=30_000,
     )
+    fork_parts = """(args) => Object.fromEntries(
+        document.querySelectorAll('.compare-chart')[args.chart].data
+          .filter((t) => t.legendgroup === String(args.run)).map((t) => [t.meta, Array.from(t.x)]))"""
+    parts = page.evaluate(fork_parts, {"chart": 0, "run": fork_id})
+    assert parts["inherited"] == [s for s in stored if s <= 40]
+    assert min(parts["own"]) > 40
+    eval_parts = page.evaluate(fork_parts, {"chart": 1, "run": fork_id})
+    assert min(eval_parts["inherited"]) <= 40 and max(eval_parts["inherited"]) <= 40
+    _shot(page, "compare-global")
     page.select_option("#x-mode", "stage")
     page.wait_for_function(
-        "() => document.querySelector('.compare-chart').data.length > 2", timeout=10_000
+        "() => document.querySelector('.compare-chart').data.length > 3", timeout=10_000
     )
     assert "mode=stage" in page.url
+    # step within stage: the inherited points are the fork's stage 0 (0, 40]
+    staged = page.evaluate(
+        """(id) => document.querySelector('.compare-chart').data
+           .filter((t) => t.legendgroup === String(id) && t.meta === 'inherited')
+           .map((t) => Array.from(t.x))""",
+        fork_id,
+    )
+    assert staged == [[s for s in stored if 0 < s <= 40]]
     _number_in(page, f'#cl-table tr[data-run="{run_id}"] [data-metric="bwt"]')
     _shot(page, "compare")
 
@@ -183,4 +201,50 @@ def test_edit_submit_watch_compare_fork(page, stack):
     page.locator('section[data-dataset="e2e-sample"] a', has_text="preview").click()
     page.locator("pre.preview", has_text="record 0").wait_for()
     _shot(page, "dataset-preview")
+    assert not page.js_errors, page.js_errors
+
+
+def test_editor_renames_then_deletes_a_pipeline(page, stack):
+    """A rename saves to the same pipeline (no second one); delete asks, then goes back to
+    the list."""
+    from runs.models import Pipeline
+    from runs.services.plans import pipeline_upsert_from_plan
+
+    base = stack["server"].url
+    team = stack["team"]
+    plan = {**reduced_lm_plan(), "name": "e2e-original"}
+    pipeline = pipeline_upsert_from_plan(team=team, plan=plan)
+    login(page, stack)
+
+    page.goto(f"{base}/pipelines/{pipeline.pk}/edit/")
+    page.locator("#plan-ok").wait_for(state="visible")
+    page.fill("#plan-json", json.dumps({**plan, "name": "e2e-renamed"}, indent=2))
+    page.fill("#pipeline-description", "renamed in the browser")
+    page.click("#save-pipeline")
+    page.locator("#editor-status", has_text="Saved pipeline “e2e-renamed”").wait_for()
+    assert page.inner_text("#pipeline-title") == "e2e-renamed"
+    assert list(Pipeline.objects.filter(team=team).values_list("pk", "name", "description")) == [
+        (pipeline.pk, "e2e-renamed", "renamed in the browser")
+    ]
+    page.goto(base + "/pipelines/")
+    rows = page.locator("#pipelines-table tbody tr")
+    assert rows.count() == 1
+    assert "e2e-renamed" in rows.first.inner_text()
+
+    # a name another pipeline of the team has: the error names the field, nothing changes
+    pipeline_upsert_from_plan(team=team, plan={**plan, "name": "e2e-other"})
+    page.goto(f"{base}/pipelines/{pipeline.pk}/edit/")
+    page.locator("#plan-ok").wait_for(state="visible")
+    page.fill("#plan-json", json.dumps({**plan, "name": "e2e-other"}, indent=2))
+    page.click("#save-pipeline")
+    page.locator('#plan-errors li[data-path="name"]', has_text="already has").wait_for()
+    assert Pipeline.objects.get(pk=pipeline.pk).name == "e2e-renamed"
+    _shot(page, "pipeline-editor-rename-conflict")
+
+    page.once("dialog", lambda d: d.accept())
+    page.click("#delete-pipeline")
+    page.wait_for_url(base + "/pipelines/")
+    assert not Pipeline.objects.filter(pk=pipeline.pk).exists()
+    assert page.locator("#pipelines-table tbody tr").count() == 1
+    assert "e2e-renamed" not in page.inner_text("#pipelines-table")
     assert not page.js_errors, page.js_errors

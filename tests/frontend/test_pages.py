@@ -38,6 +38,7 @@ def test_every_page_renders_for_a_member(user, run, client_for):
         assert resp.status_code == 200, url
     body = c.get(f"/runs/{run.pk}/").content.decode()
     assert "mine &lt;b&gt;" in body and "mine <b>" not in body.split("page-data")[0]
+    assert f'href="/api/runs/{run.pk}/export/" download' in body
 
 
 def test_fork_page_data_names_its_parent_and_fork_step(user, team, queue, run, client_for):

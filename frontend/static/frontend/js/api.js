@@ -15,9 +15,9 @@ export function csrfToken() {
 
 async function request(method, url, body) {
   const opts = { method, credentials: "same-origin", headers: { Accept: "application/json" } };
+  if (method !== "GET") opts.headers["X-CSRFToken"] = csrfToken();
   if (body !== undefined) {
     opts.headers["Content-Type"] = "application/json";
-    opts.headers["X-CSRFToken"] = csrfToken();
     opts.body = JSON.stringify(body);
   }
   const resp = await fetch(url, opts);
@@ -29,6 +29,8 @@ async function request(method, url, body) {
 
 export const getJSON = (url) => request("GET", url);
 export const postJSON = (url, body = {}) => request("POST", url, body);
+export const putJSON = (url, body = {}) => request("PUT", url, body);
+export const deleteJSON = (url) => request("DELETE", url);
 
 // One readable line per field error: "stages.1.data.0.weight: must be >= 0".
 export function errorLines(err) {

@@ -1,5 +1,7 @@
 // Compare: runs x keys overlaid by global step or by step within a stage, EMA smoothing,
 // log-y, the runs' continual-learning metrics and a table of the plan settings that differ. The selection lives in the URL.
+// A fork's curves include the history it shares with its ancestors (series ?lineage=true), drawn muted up to its
+// first own step, so every run starts at step 0.
 import { getJSON } from "./api.js";
 import { fmtNum, h, pageData, replaceChildren } from "./dom.js";
 
@@ -12,7 +14,7 @@ const state = {
   ema: Number(params.get("ema") || 0),
   logy: params.get("logy") === "1",
 };
-const cache = new Map(); // run id -> {detail, keys, series: Map(key -> {steps, values})}
+const cache = new Map(); // run id -> {detail, keys, series: Map(key -> {steps, values, own_from_step})}
 const COLORS = ["#2f6fde", "#e4572e", "#17a398", "#f3a712", "#8e44ad", "#3c4858", "#c0392b", "#27ae60"];
 const el = (id) => document.getElementById(id);
 el("x-mode").value = state.mode;
@@ -46,15 +48,32 @@ function toggle(list, v, on) {
   if (!on && i >= 0) list.splice(i, 1);
 }
 
+// A fork inherits its ancestors' series up to its fork step, so their keys are its keys too.
+async function ancestorKeys(detail) {
+  const keys = [];
+  const seen = new Set([detail.id]);
+  for (let id = detail.parent; id && !seen.has(id);) {
+    seen.add(id);
+    try {
+      const [d, k] = await Promise.all([getJSON(`/api/runs/${id}/`), getJSON(`/api/runs/${id}/metrics/`)]);
+      keys.push(...k.keys);
+      id = d.parent;
+    } catch { break; } // an ancestor the user cannot see: the series answer leaves it out too
+  }
+  return keys;
+}
+
 async function ensureRun(id) {
   if (!cache.has(id)) {
     const [detail, keys] = await Promise.all([getJSON(`/api/runs/${id}/`), getJSON(`/api/runs/${id}/metrics/`)]);
-    cache.set(id, { detail, keys: keys.keys, series: new Map() });
+    const inherited = await ancestorKeys(detail);
+    cache.set(id, { detail, keys: [...new Set([...keys.keys, ...inherited])], series: new Map() });
   }
   const c = cache.get(id);
   const missing = state.keys.filter((k) => c.keys.includes(k) && !c.series.has(k));
   if (missing.length) {
-    const { series } = await getJSON(`/api/runs/${id}/series/?keys=${encodeURIComponent(missing.join(","))}&max_points=2000`);
+    const q = encodeURIComponent(missing.join(","));
+    const { series } = await getJSON(`/api/runs/${id}/series/?keys=${q}&max_points=2000&lineage=true`);
     for (const [k, s] of Object.entries(series)) c.series.set(k, s);
   }
   return c;
@@ -66,24 +85,46 @@ function ema(values, alpha) {
   return values.map((v) => (m = m === null ? v : alpha * m + (1 - alpha) * v));
 }
 
+// One run's line as (up to) two parts: the points inherited from its ancestors (before its first own step) and
+// its own. The inherited part is muted like the run page's parent prefix and shares the run's legend entry.
+function lineParts(s, ys) {
+  const own = s.own_from_step === null || s.own_from_step === undefined ? -1 : s.steps.findIndex((st) => st >= s.own_from_step);
+  const cut = own < 0 ? s.steps.length : own;
+  return [
+    { inherited: true, steps: s.steps.slice(0, cut), ys: ys.slice(0, cut) },
+    { inherited: false, steps: s.steps.slice(cut), ys: ys.slice(cut) },
+  ].filter((p) => p.steps.length);
+}
+
+function trace(id, name, part, color, dash, alone) {
+  const t = { x: part.steps, y: part.ys, name, mode: "lines", legendgroup: String(id), meta: part.inherited ? "inherited" : "own",
+    line: { color, dash } };
+  if (!part.inherited) return t;
+  return { ...t, name: `${name} (inherited)`, opacity: 0.45, showlegend: alone, line: { color, dash, width: 1.4 } };
+}
+
 function traces(key) {
   const out = [];
   state.runs.forEach((id, ri) => {
     const c = cache.get(id);
     const s = c && c.series.get(key);
     if (!s || !s.steps.length) return;
-    const ys = ema(s.values, state.ema);
+    const ys = ema(s.values, state.ema); // over the whole line: a fork's smoothing carries on from its history
     const color = COLORS[ri % COLORS.length];
     const name = `#${id} ${c.detail.name}`;
+    const parts = lineParts(s, ys);
     if (state.mode === "global") {
-      out.push({ x: s.steps, y: ys, name, mode: "lines", line: { color }, legendgroup: String(id) });
+      parts.forEach((p) => out.push(trace(id, name, p, color, "solid", parts.length === 1)));
       return;
     }
     c.detail.stages.forEach((st, si) => {
-      const xs = [], yv = [];
-      s.steps.forEach((step, i) => { if (step > st.start_step && step <= st.end_step) { xs.push(step - st.start_step); yv.push(ys[i]); } });
-      if (xs.length) out.push({ x: xs, y: yv, name: `${name} · ${st.name}`, mode: "lines", legendgroup: String(id),
-        line: { color, dash: ["solid", "dot", "dash", "longdash"][si % 4] } });
+      const inStage = parts.map((p) => {
+        const q = { inherited: p.inherited, steps: [], ys: [] };
+        p.steps.forEach((step, i) => { if (step > st.start_step && step <= st.end_step) { q.steps.push(step - st.start_step); q.ys.push(p.ys[i]); } });
+        return q;
+      }).filter((q) => q.steps.length);
+      const dash = ["solid", "dot", "dash", "longdash"][si % 4];
+      inStage.forEach((q) => out.push(trace(id, `${name} · ${st.name}`, q, color, dash, inStage.length === 1)));
     });
   });
   return out;

@@ -1,7 +1,9 @@
 // Pipeline editor: JSON plan with inline validation (field paths from the plan validator),
 // a per-stage table that marks stages with errors, a live LR preview, a what-if loss prediction
-// (the LR law fitted on a chosen run, applied to this plan's schedule), save and run.
-import { errorLines, getJSON, postJSON } from "./api.js";
+// (the LR law fitted on a chosen run, applied to this plan's schedule), save, run and delete.
+// A new pipeline is created with POST; once it has an id, saves PUT to it, so a rename in
+// the plan's name keeps the same pipeline.
+import { deleteJSON, errorLines, getJSON, postJSON, putJSON } from "./api.js";
 import { fmtNum, h, pageData, replaceChildren } from "./dom.js";
 import { drawWhatIf } from "./lr_law_ui.js";
 import { stageShapes } from "./run_charts_ui.js";
@@ -12,7 +14,10 @@ const status = document.getElementById("editor-status");
 const errList = document.getElementById("plan-errors");
 const okLine = document.getElementById("plan-ok");
 const queueSel = document.getElementById("run-queue");
+const descInput = document.getElementById("pipeline-description");
+const deleteBtn = document.getElementById("delete-pipeline");
 let pipelineId = data.pipeline;
+let savedName = pipelineId && data.plan ? data.plan.name : null;
 
 const EMPTY_PLAN = { name: "my-pipeline", seed: 0, model: { arch: "gpt2", size: "tiny" }, eval_sets: [],
   stages: [{ name: "stage-1", objective: "causal_lm", data: [{ source: "builtin:prose" }], steps: 100 }] };
@@ -75,21 +80,48 @@ async function check() {
 let timer = null;
 ta.addEventListener("input", () => { clearTimeout(timer); timer = setTimeout(check, 300); });
 
+function showSaved(p) {
+  pipelineId = p.id;
+  savedName = p.name;
+  deleteBtn.hidden = false;
+  const title = document.getElementById("pipeline-title");
+  if (title) title.textContent = p.name;
+  document.title = `${p.name} · Stagewise`;
+  history.replaceState(null, "", `/pipelines/${p.id}/edit/`);
+}
+
 async function save() {
   if (!(await check())) { status.textContent = "Fix the errors first."; return null; }
+  const body = { plan: JSON.parse(ta.value), description: descInput.value };
   try {
-    const p = await postJSON("/api/pipelines/", { plan: JSON.parse(ta.value) });
-    pipelineId = p.id;
+    const p = pipelineId ? await putJSON(`/api/pipelines/${pipelineId}/`, body) : await postJSON("/api/pipelines/", body);
+    showSaved(p);
     status.textContent = `Saved pipeline “${p.name}”.`;
-    history.replaceState(null, "", `/pipelines/${p.id}/edit/`);
     return p;
   } catch (e) {
     const lines = errorLines(e);
     showErrors(lines);
+    renderStages(body.plan, lines);
     status.textContent = "Not saved: see the errors.";
     return null;
   }
 }
+
+async function remove() {
+  if (!pipelineId) return;
+  const name = savedName || `#${pipelineId}`;
+  if (!window.confirm(`Delete pipeline “${name}”? Runs made from it keep their plans and results.`)) return;
+  deleteBtn.disabled = true;
+  try {
+    await deleteJSON(`/api/pipelines/${pipelineId}/`);
+    window.location.href = "/pipelines/";
+  } catch (e) {
+    showErrors(errorLines(e));
+    status.textContent = "Not deleted: see the errors.";
+    deleteBtn.disabled = false;
+  }
+}
+deleteBtn.addEventListener("click", remove);
 
 document.getElementById("save-pipeline").addEventListener("click", save);
 document.getElementById("run-pipeline").addEventListener("click", async () => {
