@@ -106,7 +106,7 @@ class PipelineIO(serializers.ModelSerializer):
 
     class Meta:
         model = Pipeline
-        fields = ["id", "team", "name", "description", "model_spec", "eval_sets", "seed",
+        fields = ["id", "team", "name", "description", "model_spec", "eval_sets", "seed", "extra",
                   "stages", "created_at", "updated_at"]  # fmt: skip
 
 
@@ -114,6 +114,10 @@ class PipelineIn(serializers.Serializer):
     plan = serializers.JSONField(help_text="a trainers plan; its name names the pipeline")
     description = serializers.CharField(required=False, allow_blank=True, default="")
     team = serializers.SlugField(required=False)
+    replace = serializers.BooleanField(
+        default=False,
+        help_text="replace the team's pipeline of the same name (default: a taken name is a 400)",
+    )
 
     def validate_plan(self, plan):
         if not isinstance(plan, dict):
@@ -128,6 +132,7 @@ class PipelineUpdateIn(PipelineIn):
         required=False, allow_blank=True, help_text="left out: keeps the stored description"
     )
     team = None  # a pipeline stays in its team
+    replace = None
 
 
 class QueueOut(serializers.ModelSerializer):

@@ -209,7 +209,9 @@ class PipelineListCreate(ListAPIView):
         v = data.validated_data
         team = team_for_write(request, v.get("team"))
         with transaction.atomic():
-            pipeline = pipeline_upsert_from_plan(team=team, plan=v["plan"], user=request.user)
+            pipeline = pipeline_upsert_from_plan(
+                team=team, plan=v["plan"], user=request.user, replace=v["replace"]
+            )
             if v["description"]:
                 pipeline.description = v["description"]
                 pipeline.save(update_fields=["description"])

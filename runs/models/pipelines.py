@@ -14,6 +14,9 @@ class Pipeline(TimeStampedModel):
     model_spec = models.JSONField(default=dict, help_text="trainers model spec (arch, size/path)")
     eval_sets = models.JSONField(default=list, help_text="named eval sets the stages refer to")
     seed = models.BigIntegerField(default=0)
+    extra = models.JSONField(
+        default=dict, blank=True, help_text="other trainers plan fields (log_interval, ...)"
+    )
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True
     )

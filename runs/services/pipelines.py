@@ -5,15 +5,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 
 from runs.models import Pipeline
-from runs.services.plans import pipeline_stages_replace, plan_validate_storable
-
-
-def _name_taken(name: str) -> ValidationError:
-    return ValidationError({"name": [f"your team already has a pipeline named {name!r}"]})
+from runs.services.plans import (
+    pipeline_fields_from_plan,
+    pipeline_name_taken,
+    pipeline_stages_replace,
+    plan_validate_storable,
+)
 
 
 @transaction.atomic
@@ -28,18 +28,17 @@ def pipeline_update(
     name = data["name"]
     others = Pipeline.objects.filter(team_id=pipeline.team_id).exclude(pk=pipeline.pk)
     if others.filter(name=name).exists():
-        raise _name_taken(name)
+        raise pipeline_name_taken(name)
     pipeline.name = name
-    pipeline.model_spec = data.get("model", {})
-    pipeline.eval_sets = data.get("eval_sets", [])
-    pipeline.seed = data.get("seed", 0)
+    for field, value in pipeline_fields_from_plan(data).items():
+        setattr(pipeline, field, value)
     if description is not None:
         pipeline.description = description
     try:
         with transaction.atomic():  # a concurrent create or rename may take the name first
             pipeline.save()
     except IntegrityError:
-        raise _name_taken(name) from None
+        raise pipeline_name_taken(name) from None
     pipeline_stages_replace(pipeline=pipeline, stages=data["stages"])
     return pipeline
 

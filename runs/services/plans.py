@@ -36,6 +36,7 @@ def stage_to_plan(stage: StageDefinition) -> dict[str, Any]:
 
 def pipeline_to_plan(pipeline: Pipeline) -> dict[str, Any]:
     return {
+        **pipeline.extra,
         "name": pipeline.name,
         "seed": pipeline.seed,
         "model": pipeline.model_spec,
@@ -76,19 +77,38 @@ def stage_fields_from_plan(order: int, spec: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+_PLAN_COLUMNS = {"name", "seed", "model", "eval_sets", "stages"}
+
+
+def pipeline_fields_from_plan(data: dict[str, Any]) -> dict[str, Any]:
+    """Pipeline columns from a validated plan; top-level fields without a column (log
+    interval, checkpoints kept, torch threads, ...) go to ``extra`` so that nothing is lost."""
+    return {
+        "model_spec": data.get("model", {}),
+        "eval_sets": data.get("eval_sets", []),
+        "seed": data.get("seed", 0),
+        "extra": {k: v for k, v in data.items() if k not in _PLAN_COLUMNS},
+    }
+
+
+def pipeline_name_taken(name: str) -> ValidationError:
+    return ValidationError({"name": [f"your team already has a pipeline named {name!r}"]})
+
+
 @transaction.atomic
-def pipeline_upsert_from_plan(*, team: Team, plan: dict[str, Any], user=None) -> Pipeline:
-    """Create or replace the team's pipeline named like the plan (used to seed examples)."""
+def pipeline_upsert_from_plan(
+    *, team: Team, plan: dict[str, Any], user=None, replace: bool = True
+) -> Pipeline:
+    """Create the team's pipeline named like the plan; an existing one of that name is
+    replaced (seeding examples, ``"replace": true`` in the API) or, with ``replace=False``,
+    refused with a field error on ``name``."""
     data = plan_validate_storable(plan)
+    if not replace and Pipeline.objects.filter(team=team, name=data["name"]).exists():
+        raise pipeline_name_taken(data["name"])
     pipeline, _ = Pipeline.objects.update_or_create(
         team=team,
         name=data["name"],
-        defaults={
-            "model_spec": data.get("model", {}),
-            "eval_sets": data.get("eval_sets", []),
-            "seed": data.get("seed", 0),
-            "created_by": user,
-        },
+        defaults={**pipeline_fields_from_plan(data), "created_by": user},
     )
     pipeline_stages_replace(pipeline=pipeline, stages=data["stages"])
     return pipeline

@@ -228,3 +228,39 @@ def test_the_openapi_schema_documents_put_and_delete(api):
     fields = schema["components"]["schemas"][body.rsplit("/", 1)[1]]["properties"]
     assert set(fields) == {"plan", "description"}
     assert "204" in ops["delete"]["responses"]
+
+
+def test_post_refuses_a_taken_name_unless_asked_to_replace(api, team, pipeline):
+    rows = _stage_rows(pipeline)
+    plan = _plan("lm")
+    plan["stages"] = plan["stages"][:1]
+    r = api.post("/api/pipelines/", {"plan": plan}, format="json")
+    assert r.status_code == 400
+    assert "already has a pipeline named 'lm'" in r.json()["errors"]["name"][0]
+    assert _stage_rows(pipeline) == rows
+
+    r = api.post("/api/pipelines/", {"plan": plan, "replace": True}, format="json")
+    assert r.status_code == 201, r.content
+    assert r.json()["id"] == pipeline.pk
+    assert [s["name"] for s in r.json()["stages"]] == [plan["stages"][0]["name"]]
+
+
+def test_top_level_plan_settings_without_a_column_survive_create_and_update(api, team):
+    from runs.services.plans import pipeline_to_plan
+
+    plan = {**_plan("lm-settings"), "log_interval": 7, "keep_last": 3, "torch_threads": 2}
+    r = api.post("/api/pipelines/", {"plan": plan}, format="json")
+    assert r.status_code == 201, r.content
+    assert r.json()["extra"] == {"log_interval": 7, "keep_last": 3, "torch_threads": 2}
+    stored = Pipeline.objects.get(pk=r.json()["id"])
+    assert {k: pipeline_to_plan(stored)[k] for k in ("log_interval", "keep_last")} == {
+        "log_interval": 7,
+        "keep_last": 3,
+    }
+    plan["log_interval"] = 11
+    del plan["torch_threads"]
+    r = api.put(f"/api/pipelines/{stored.pk}/", {"plan": plan}, format="json")
+    assert r.status_code == 200, r.content
+    assert r.json()["extra"] == {"log_interval": 11, "keep_last": 3}
+    run = run_submit(team=team, queue=f.QueueFactory(), pipeline=Pipeline.objects.get(pk=stored.pk))
+    assert (run.plan["log_interval"], run.plan["keep_last"]) == (11, 3)
