@@ -127,3 +127,14 @@ class WorkerLeaseFactory(factory.django.DjangoModelFactory):
     acquired_at = factory.LazyFunction(timezone.now)
     heartbeat_at = factory.SelfAttribute("acquired_at")
     expires_at = factory.LazyAttribute(lambda o: o.heartbeat_at + timezone.timedelta(seconds=30))
+
+
+def api_client_for(team, role: str = "member"):
+    """A DRF test client authenticated as a new user with ``role`` in ``team``."""
+    from rest_framework.test import APIClient
+
+    user = UserFactory()
+    MembershipFactory(user=user, team=team, role=role)
+    client = APIClient()
+    client.force_authenticate(user)
+    return client

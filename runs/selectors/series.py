@@ -82,13 +82,18 @@ def _read(ids: list[int], lo: int, hi: int, level: int | None, max_points: int) 
             [ids, level, lo // w, hi // w, max_points],
         )
         rows = cur.fetchall()
+    return _rollup_answer(rows, level)
+
+
+def _rollup_answer(rows: list[tuple], level: int) -> dict:
+    """(last_step, last_value, min, max) rows of one level → the API's downsampled shape."""
     return {
         "steps": [r[0] for r in rows],
         "values": [r[1] for r in rows],
         "min": [r[2] for r in rows],
         "max": [r[3] for r in rows],
         "level": level,
-        "bucket_steps": w,
+        "bucket_steps": bucket_width(level),
     }
 
 
@@ -259,14 +264,7 @@ def _lineage_window(segments: list[_Segment], max_points: int) -> dict:
             level = lv
             break
     rows = [row for seg in segments for row in _rollup_rows(seg, level)][:max_points]
-    return {
-        "steps": [r[0] for r in rows],
-        "values": [r[1] for r in rows],
-        "min": [r[2] for r in rows],
-        "max": [r[3] for r in rows],
-        "level": level,
-        "bucket_steps": bucket_width(level),
-    }
+    return _rollup_answer(rows, level)
 
 
 def series_window_lineage(

@@ -17,11 +17,7 @@ pytestmark = pytest.mark.django_db
 
 
 def _client(role: str, team) -> APIClient:
-    u = f.UserFactory()
-    f.MembershipFactory(user=u, team=team, role=role)
-    c = APIClient()
-    c.force_authenticate(u)
-    return c
+    return f.api_client_for(team, role)
 
 
 def _plan(name: str) -> dict:

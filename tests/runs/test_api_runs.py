@@ -20,11 +20,7 @@ def run(team, queue):
 
 
 def _client(role: str, team) -> APIClient:
-    u = f.UserFactory()
-    f.MembershipFactory(user=u, team=team, role=role)
-    c = APIClient()
-    c.force_authenticate(u)
-    return c
+    return f.api_client_for(team, role)
 
 
 def test_submit_creates_a_queued_run_with_stage_runs(api, queue):
