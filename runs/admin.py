@@ -1,5 +1,5 @@
 from django.contrib import admin, messages
-from django.db.models import Count, F, Q
+from django.db.models import BooleanField, Count, ExpressionWrapper, F, Q
 
 from runs.models import (
     Checkpoint,
@@ -16,7 +16,7 @@ from runs.models import (
     Team,
     WorkerLease,
 )
-from runs.services.queues import queue_set_paused
+from runs.services.queues import queue_set_paused, queues_with_consumers
 
 
 class MembershipInline(admin.TabularInline):
@@ -162,7 +162,8 @@ class CheckpointAdmin(admin.ModelAdmin):
 
 @admin.register(Queue)
 class QueueAdmin(admin.ModelAdmin):
-    list_display = ["name", "priority", "paused", "max_concurrent", "running", "waiting", "teams"]
+    list_display = ["name", "priority", "paused", "max_concurrent", "running", "waiting", "teams",
+                    "consumers"]  # fmt: skip
     list_editable = ["priority", "paused", "max_concurrent"]
     list_filter = ["paused"]
     search_fields = ["name", "description"]
@@ -170,8 +171,13 @@ class QueueAdmin(admin.ModelAdmin):
     actions = ["pause", "resume", "raise_priority", "lower_priority", "more_concurrency",
                "less_concurrency"]  # fmt: skip
 
+    def changelist_view(self, request, extra_context=None):
+        # Ask the workers once per page (a broadcast waiting 1 s for replies), not per row.
+        request.queues_consumed = queues_with_consumers()
+        return super().changelist_view(request, extra_context)
+
     def get_queryset(self, request):
-        return (
+        qs = (
             super()
             .get_queryset(request)
             .annotate(
@@ -180,6 +186,11 @@ class QueueAdmin(admin.ModelAdmin):
             )
             .prefetch_related("allowed_teams")
         )
+        consumed = getattr(request, "queues_consumed", None)
+        if consumed is not None:
+            listening = Q(name__in=sorted(consumed))
+            qs = qs.annotate(_listening=ExpressionWrapper(listening, output_field=BooleanField()))
+        return qs
 
     @admin.display(ordering="_running", description="running")
     def running(self, obj: Queue) -> int:
@@ -192,6 +203,13 @@ class QueueAdmin(admin.ModelAdmin):
     @admin.display(description="allowed teams")
     def teams(self, obj: Queue) -> str:
         return ", ".join(t.name for t in obj.allowed_teams.all()) or "all"
+
+    @admin.display(description="workers")
+    def consumers(self, obj: Queue) -> str:
+        listening = getattr(obj, "_listening", None)
+        if listening is None:
+            return "unknown (broker unreachable)"
+        return "listening" if listening else "no worker listening"
 
     def _done(self, request, n: int, what: str) -> None:
         self.message_user(request, f"{n} queue(s) {what}.", messages.SUCCESS)

@@ -5,6 +5,7 @@ from celery import shared_task
 from runs.execution import runner
 from runs.services import dispatch as dispatch_service
 from runs.services import leases
+from runs.services import queues as queues_service
 
 
 @shared_task(name="runs.tasks.execute_stage_run", ignore_result=True)
@@ -20,3 +21,8 @@ def requeue_expired() -> int:
 @shared_task(name="runs.tasks.dispatch_runs", ignore_result=True)
 def dispatch_runs() -> int:
     return dispatch_service.dispatch()
+
+
+@shared_task(name="runs.tasks.sync_queue_consumers", ignore_result=True)
+def sync_queue_consumers() -> dict[str, list[str]]:
+    return queues_service.queue_consumers_sync()

@@ -27,6 +27,24 @@ def pytest_sessionfinish(session, exitstatus):
                 stop_postgres(data_dir)
 
 
+@pytest.fixture(autouse=True)
+def _close_sync_thread_connections():
+    """Async code under test (consumers through channels' communicators, sync_to_async) runs its
+    queries on asgiref's one sync thread, which lives for the whole session. The communicators
+    turn channels' close_old_connections into a no-op, so that thread keeps its connection after
+    the test and holds the test database open at teardown ("being accessed by other users")."""
+    yield
+    try:
+        from asgiref.sync import SyncToAsync
+        from django.conf import settings
+    except ImportError:  # tests/trainers without Django
+        return
+    if settings.configured:
+        from django.db import connections
+
+        SyncToAsync.single_thread_executor.submit(connections.close_all).result(timeout=30)
+
+
 @pytest.fixture
 def team(db):
     from tests import factories

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
+import traceback
 from pathlib import Path
 
 from trainers.events import Point
 from trainers.plan import Plan, PlanError, validate_plan
 from trainers.sinks import BaseSink, JsonlSink, MultiSink
+
+TOKEN_ENV = "STAGEWISE_TOKEN"  # API token for --report-to
 
 
 def load_plan(path: str) -> Plan:
@@ -90,6 +94,14 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
     r.add_argument("--max-steps-per-stage", type=int, default=None, metavar="N")
     r.add_argument("--no-progress", action="store_true")
+    r.add_argument(
+        "--report-to",
+        metavar="URL",
+        help="stream stages and metrics to a Stagewise server as an external run "
+        f"(API token from ${TOKEN_ENV})",
+    )
+    r.add_argument("--team", help="with --report-to: the team's slug (default: your first team)")
+    r.add_argument("--name", help="with --report-to: the run's name (default: the plan's name)")
     sub.add_parser("schema", help="print the plan JSON schema")
     args = ap.parse_args(argv)
 
@@ -111,33 +123,123 @@ def main(argv: list[str] | None = None) -> int:
         for err in e.errors:
             print(f"{err['path']}: {err['message']}", file=sys.stderr)
         return 2
-    return _run(plan, Path(args.out), args.resume, not args.no_progress)
+    report = None
+    if args.report_to:
+        report = _report_settings(args)
+        if isinstance(report, str):
+            print(f"error: {report}", file=sys.stderr)
+            return 2
+    return _run(plan, Path(args.out), args.resume, not args.no_progress, report)
 
 
-def _run(plan: Plan, out: Path, resume: bool, progress: bool) -> int:
+def _report_settings(args) -> dict | str:
+    """What --report-to needs, or the reason it cannot be used."""
+    url = args.report_to
+    if not url.startswith(("http://", "https://")):
+        return f"--report-to: not an http(s) URL: {url!r}"
+    if args.resume:
+        return "--report-to cannot continue an earlier run yet: run without --resume"
+    token = os.environ.get(TOKEN_ENV, "").strip()
+    if not token:
+        return f"--report-to needs an API token in ${TOKEN_ENV} (Stagewise admin, Auth Token)"
+    return {"url": url.rstrip("/"), "token": token, "team": args.team, "name": args.name}
+
+
+def _create_remote_run(plan: Plan, report: dict):
+    """Create the external run and its sink, or print why not and return the exit code."""
+    from trainers.remote import (
+        ApiError,
+        StagewiseError,
+        StagewiseSink,
+        create_external_run,
+        run_page_url,
+    )
+
+    url = report["url"]
+    try:
+        run = create_external_run(
+            url,
+            report["token"],
+            plan.model_dump(mode="json"),
+            name=report["name"],
+            team=report["team"],
+        )
+    except ApiError as e:
+        if e.status == 400:
+            print(f"error: {url} refused the plan:", file=sys.stderr)
+            for line in e.reasons():
+                print(line, file=sys.stderr)
+        elif e.status in (401, 403):
+            print(f"error: {url} refused the request (HTTP {e.status}): "
+                  f"{'; '.join(e.reasons())}", file=sys.stderr)  # fmt: skip
+        else:
+            print(f"error: {e}", file=sys.stderr)
+        return 2
+    except StagewiseError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    sink = StagewiseSink(url, report["token"], run["id"])
+    ends = [st["end_step"] for st in run.get("stages", [])]
+    if ends != [end for _, end in plan.stage_bounds()]:
+        message = f"the server's stage ends {ends} differ from this plan's; not training"
+        sink.error(message, "")
+        print(f"error: {message}", file=sys.stderr)
+        return 2
+    print(f"Stagewise run {run['id']}: {run_page_url(url, run['id'])}", flush=True)
+    return sink
+
+
+def _run(plan: Plan, out: Path, resume: bool, progress: bool, report: dict | None = None) -> int:
     from trainers.checkpoints import list_checkpoints
     from trainers.data.sources import DataError
     from trainers.engine import RunError, run_plan
     from trainers.events import StageCanceled
+    from trainers.remote import StagewiseError
 
     if not resume and list_checkpoints(out):
         print(
             f"error: {out} already holds checkpoints: use --resume or a new --out", file=sys.stderr
         )
         return 1
+    remote = None
+    if report is not None:
+        remote = _create_remote_run(plan, report)
+        if isinstance(remote, int):
+            return remote
     out.mkdir(parents=True, exist_ok=True)
-    sinks = [JsonlSink(out / "metrics.jsonl")]
+    sinks = [JsonlSink(out / "metrics.jsonl")]  # first: the local file gets every point
+    if remote is not None:
+        sinks.append(remote)
     if progress:
         sinks.append(ProgressSink(plan))
     t0 = time.time()
     try:
-        result = run_plan(plan, out, MultiSink(*sinks), resume=resume)
-    except (RunError, DataError, FileNotFoundError, ValueError) as e:
-        print(f"\nerror: {e}", file=sys.stderr)
-        return 1
-    except (StageCanceled, KeyboardInterrupt):
+        result = run_plan(plan, out, MultiSink(*sinks), resume=resume, control=remote)
+    except StageCanceled:
+        if remote is not None and remote.canceled:
+            print(f"\nstopped: run {remote.run_id} was canceled in Stagewise", file=sys.stderr)
+            return 1
         print("\ninterrupted: continue with --resume", file=sys.stderr)
         return 130
+    except KeyboardInterrupt:
+        if remote is not None:
+            remote.report_canceled()
+            print(f"\ninterrupted: run {remote.run_id} marked canceled in Stagewise",
+                  file=sys.stderr)  # fmt: skip
+            return 130
+        print("\ninterrupted: continue with --resume", file=sys.stderr)
+        return 130
+    except Exception as e:
+        if remote is not None:  # (again: a report the engine already sent changes nothing)
+            remote.error(f"{type(e).__name__}: {e}", traceback.format_exc())
+        if isinstance(e, RunError | DataError | FileNotFoundError | ValueError | StagewiseError):
+            print(f"\nerror: {e}", file=sys.stderr)
+            return 1
+        raise
     print(summary_table(plan, result.stages))
     print(f"done in {time.time() - t0:.1f}s; metrics in {out / 'metrics.jsonl'}")
+    if remote is not None:
+        from trainers.remote import run_page_url
+
+        print(f"reported to {run_page_url(remote.base_url, remote.run_id)}")
     return 0

@@ -11,7 +11,14 @@ import math
 import os
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    model_validator,
+)
 
 BUILTIN_SOURCES = ("builtin:prose", "builtin:code", "builtin:docstrings", "builtin:digits")
 FILE_SUFFIXES = (".txt", ".jsonl", ".parquet")
@@ -45,10 +52,12 @@ class ModelSpec(_Model):
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
 
     @model_validator(mode="after")
-    def _check(self) -> ModelSpec:
+    def _check(self, info: ValidationInfo) -> ModelSpec:
         if self.path is not None and self.arch == "mlp":
             raise ValueError("path is only supported for gpt2/llama models")
-        if self.path is not None and not os.path.isdir(self.path):
+        # check_files=False: the plan runs on another machine (an external run's client)
+        check_files = (info.context or {}).get("check_files", True)
+        if self.path is not None and check_files and not os.path.isdir(self.path):
             raise ValueError(f"model directory not found: {self.path}")
         if self.n_embd and self.n_head and self.n_embd % self.n_head:
             raise ValueError("n_embd must be divisible by n_head")
@@ -341,11 +350,12 @@ def _loc(loc: tuple[Any, ...]) -> str:
 
 
 def validate_plan(data: dict[str, Any], *, check_files: bool = True) -> Plan:
-    """Parse and check a plan; raise PlanError with every problem found."""
+    """Parse and check a plan; raise PlanError with every problem found. ``check_files=False``
+    skips checking that ``file:`` sources and ``model.path`` exist on this machine."""
     if not isinstance(data, dict):
         raise PlanError([{"path": "(root)", "message": "plan must be a JSON object"}])
     try:
-        plan = Plan.model_validate(data)
+        plan = Plan.model_validate(data, context={"check_files": check_files})
     except ValidationError as e:
         errors = []
         for x in e.errors():

@@ -1,4 +1,5 @@
-"""The Celery app. Workers: ``celery -A webapp worker -Q <queue> --concurrency 1``."""
+"""The Celery app. Workers: ``celery -A webapp worker -Q <queue> --concurrency 1``; one named
+``-n all-queues-<x>@%h`` also consumes queues created later (runs/services/queues.py)."""
 
 import os
 

@@ -203,6 +203,7 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULE = {
     "requeue-expired-leases": {"task": "runs.tasks.requeue_expired", "schedule": 5.0},
     "dispatch": {"task": "runs.tasks.dispatch_runs", "schedule": 5.0},
+    "sync-queue-consumers": {"task": "runs.tasks.sync_queue_consumers", "schedule": 30.0},
 }
 
 # Metric ingest commits asynchronously unless this is set (see runs/services/ingest.py).

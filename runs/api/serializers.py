@@ -34,7 +34,8 @@ class RunOut(serializers.ModelSerializer):
         model = Run
         fields = ["id", "name", "team", "pipeline", "pipeline_name", "queue", "priority", "state",
                   "tags", "seed", "parent", "fork_checkpoint", "created_at", "queued_at",
-                  "started_at", "finished_at", "error", "stages", "analysis"]  # fmt: skip
+                  "started_at", "finished_at", "error", "external", "stages",
+                  "analysis"]  # fmt: skip
 
     def get_analysis(self, run: Run) -> dict | None:
         return run_analysis_summary(run)
@@ -48,19 +49,45 @@ class RunDetailOut(RunOut):
 class RunSubmitIn(serializers.Serializer):
     pipeline = serializers.PrimaryKeyRelatedField(queryset=Pipeline.objects.all(), required=False)
     plan = serializers.JSONField(required=False)
-    queue = serializers.SlugRelatedField(slug_field="name", queryset=Queue.objects.all())
+    queue = serializers.SlugRelatedField(
+        slug_field="name",
+        queryset=Queue.objects.all(),
+        required=False,
+        help_text="required unless external (then default: the team's first usable queue)",
+    )
     name = serializers.CharField(max_length=200, required=False, allow_blank=True)
     priority = serializers.IntegerField(default=0, min_value=-1000, max_value=1000)
     tags = serializers.ListField(child=serializers.CharField(max_length=50), default=list)
     overrides = serializers.DictField(default=dict)
     team = serializers.SlugField(required=False, help_text="team slug; default: your first team")
+    external = serializers.BooleanField(
+        default=False,
+        help_text="trained outside Stagewise: the client reports stages and metrics (never "
+        "dispatched; file sources are not checked here)",
+    )
 
     def validate(self, attrs):
+        if "queue" not in attrs and not attrs["external"]:
+            raise serializers.ValidationError({"queue": "This field is required."})
         if ("pipeline" in attrs) == ("plan" in attrs):
             raise serializers.ValidationError({"pipeline": "give exactly one of pipeline or plan"})
         if "plan" in attrs and not isinstance(attrs["plan"], dict):
             raise serializers.ValidationError({"plan": "must be a JSON object"})
         return attrs
+
+
+class StageReportIn(serializers.Serializer):
+    state = serializers.ChoiceField(choices=["running", "succeeded", "failed", "canceled"])
+    error = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        default="",
+        max_length=100_000,
+        help_text="failed: what went wrong (the first 2,000 characters are kept)",
+    )
+    traceback = serializers.CharField(
+        required=False, allow_blank=True, default="", max_length=1_000_000
+    )
 
 
 class RunForkIn(serializers.Serializer):

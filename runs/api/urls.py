@@ -8,6 +8,11 @@ urlpatterns = [
     path("runs/<int:run_id>/cancel/", views.RunCancel.as_view(), name="api-run-cancel"),
     path("runs/<int:run_id>/fork/", views.RunFork.as_view(), name="api-run-fork"),
     path("runs/<int:run_id>/checkpoints/", views.RunCheckpoints.as_view(), name="api-run-ckpts"),
+    path(
+        "runs/<int:run_id>/stages/<int:index>/",
+        views.RunStageReport.as_view(),
+        name="api-run-stage-report",
+    ),
     path("runs/<int:run_id>/metrics/", views.RunMetrics.as_view(), name="api-run-metrics"),
     path("runs/<int:run_id>/series/", views.RunSeries.as_view(), name="api-run-series"),
     path("runs/<int:run_id>/export/", views.RunExport.as_view(), name="api-run-export"),

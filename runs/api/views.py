@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import transaction
 from django.http import StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
@@ -13,7 +14,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from runs.api import serializers as s
-from runs.api.permissions import require_write, team_for_write, visible_run, writable_run_team
+from runs.api.permissions import require_write, team_for_write, visible_run, writable_run
 from runs.api.streaming import stream_async
 from runs.models import Checkpoint, Pipeline, Queue
 from runs.selectors.export import export_csv
@@ -30,7 +31,8 @@ from runs.selectors.series import (
 )
 from runs.services import runs as run_services
 from runs.services.errors import QueueAccessDenied
-from runs.services.ingest import IngestError, ingest_points, parse_points
+from runs.services.external import external_stage_report, run_points_ingest
+from runs.services.ingest import IngestError, parse_points
 from runs.services.pipelines import pipeline_delete, pipeline_update
 from runs.services.plans import pipeline_upsert_from_plan
 
@@ -59,7 +61,7 @@ class RunListCreate(ListAPIView):
         try:
             run = run_services.run_submit(
                 team=team,
-                queue=v["queue"],
+                queue=v.get("queue"),
                 pipeline=v.get("pipeline"),
                 plan=v.get("plan"),
                 name=v.get("name", ""),
@@ -67,6 +69,7 @@ class RunListCreate(ListAPIView):
                 priority=v["priority"],
                 tags=v["tags"],
                 user=request.user,
+                external=v["external"],
             )
         except QueueAccessDenied as exc:
             raise PermissionDenied(str(exc)) from None
@@ -123,16 +126,37 @@ class RunCheckpoints(APIView):
         return Response(s.CheckpointOut(qs, many=True).data)
 
 
+class RunStageReport(APIView):
+    """An external run's client reports a stage's state (running, succeeded, failed,
+    canceled); 409 for a run our workers execute, an illegal change or a canceled run."""
+
+    @extend_schema(request=s.StageReportIn, responses=s.RunOut)
+    def post(self, request, run_id: int, index: int):
+        run = visible_run(request, run_id)
+        require_write(request, run.team_id)
+        data = s.StageReportIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        v = data.validated_data
+        external_stage_report(
+            run=run, stage_index=index, state=v["state"], error=v["error"], traceback=v["traceback"]
+        )
+        return Response(s.RunOut(visible_run(request, run_id)).data)
+
+
 class RunMetrics(APIView):
-    """POST a batch of up to 50,000 points; GET lists the run's series keys."""
+    """POST a batch of up to 50,000 points (``"stage": i`` files them under stage i); GET
+    lists the run's series keys."""
 
     @extend_schema(request=None, responses={200: dict})
     def post(self, request, run_id: int):
-        writable_run_team(request, run_id)
-        raw = request.data.get("points") if isinstance(request.data, dict) else None
+        run = writable_run(request, run_id)
+        body = request.data if isinstance(request.data, dict) else {}
+        stage = body.get("stage")
+        if stage is not None and (type(stage) is not int or stage < 0):
+            raise DjangoValidationError({"stage": ["must be a stage index (an integer >= 0)"]})
         try:
-            points = parse_points(raw, limit=s.MAX_POINTS_PER_REQUEST)
-            n = ingest_points(run_id=run_id, stage_run_id=None, points=points)
+            points = parse_points(body.get("points"), limit=s.MAX_POINTS_PER_REQUEST)
+            n = run_points_ingest(run=run, points=points, stage_index=stage)
         except IngestError as exc:
             return Response(
                 {"detail": str(exc), "index": exc.index, "field": exc.field, "reason": exc.reason},

@@ -96,6 +96,11 @@ class Run(TimeStampedModel):
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     error = models.TextField(blank=True)
+    external = models.BooleanField(
+        default=False,
+        help_text="trained outside Stagewise (the client reports stages and metrics over the "
+        "API); never dispatched to workers, its queue only groups it",
+    )
 
     class Meta:
         ordering = ["-created_at"]

@@ -78,6 +78,7 @@ def run_row(run: Run) -> dict[str, Any]:
         "created_at": run.created_at.isoformat(),
         "finished_at": run.finished_at.isoformat() if run.finished_at else None,
         "error": run.error[:300],
+        "external": run.external,
         "stages": [
             {
                 "index": sr.stage_index,
@@ -179,10 +180,13 @@ def run_analysis(run: Run) -> dict[str, Any]:
 
 
 def queue_overview() -> list[dict[str, Any]]:
-    """Every queue with its running and queued stage runs, in dispatch order."""
+    """Every queue with its running and queued stage runs, in dispatch order (external runs'
+    stages are left out: they run on their own machines, not on the queue's workers)."""
     queues = list(Queue.objects.order_by("-priority", "name"))
     active = (
-        StageRun.objects.filter(state__in=[StageState.RUNNING, StageState.QUEUED])
+        StageRun.objects.filter(
+            state__in=[StageState.RUNNING, StageState.QUEUED], run__external=False
+        )
         .select_related("run", "run__team", "lease")
         .order_by("-run__priority", "queued_at", "pk")
     )

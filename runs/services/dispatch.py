@@ -3,6 +3,9 @@
 A dispatched stage run gets a placeholder lease (``dispatched:<token>``) that expires like any
 lease, so a task message lost in the broker only delays the stage: the expiry job requeues it.
 The worker that receives the task takes the lease over only with the matching token.
+
+External runs (trained elsewhere, reporting over the API) are never dispatched, and their
+running stages do not count against a queue's ``max_concurrent``: they use no worker.
 """
 
 from __future__ import annotations
@@ -34,7 +37,12 @@ def dispatch() -> int:
             cur.execute("SELECT pg_advisory_xact_lock(%s)", [_DISPATCH_LOCK])
         queues = (
             Queue.objects.filter(paused=False)
-            .annotate(active=Count("runs__stage_runs", filter=Q(runs__stage_runs__state="running")))
+            .annotate(
+                active=Count(
+                    "runs__stage_runs",
+                    filter=Q(runs__stage_runs__state="running", runs__external=False),
+                )
+            )
             .prefetch_related("allowed_teams")
         )
         free = {q.pk: q.max_concurrent - q.active for q in queues if q.active < q.max_concurrent}
@@ -46,6 +54,7 @@ def dispatch() -> int:
                 state=StageState.QUEUED,
                 run__state__in=[RunState.QUEUED, RunState.RUNNING],
                 run__queue_id__in=list(free),
+                run__external=False,
             )
             .select_related("run", "run__queue")
             .order_by("-run__queue__priority", "-run__priority", "queued_at", "pk")

@@ -67,7 +67,8 @@ def requeue_expired() -> int:
     for lease in expired:
         sr = lease.stage_run
         lease.delete()
-        if sr.state != StageState.RUNNING:
+        # An external run's stages are run by its own client, never by a worker of ours.
+        if sr.state != StageState.RUNNING or sr.run.external:
             continue
         if sr.run.state == RunState.CANCELED:
             sr.state, sr.finished_at = StageState.CANCELED, now

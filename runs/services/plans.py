@@ -175,10 +175,12 @@ def plan_validate_storable(plan: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
-def plan_validate(plan: dict[str, Any]) -> Plan:
-    """trainers' validation, re-raised as a Django ValidationError keyed by field path."""
+def plan_validate(plan: dict[str, Any], *, check_files: bool = True) -> Plan:
+    """trainers' validation, re-raised as a Django ValidationError keyed by field path.
+    ``check_files=False`` for a plan that runs elsewhere (an external run): its ``file:``
+    sources and model directory are on the client's machine, not this one."""
     try:
-        return validate_plan(plan)
+        return validate_plan(plan, check_files=check_files)
     except PlanError as exc:
         errors: dict[str, list[str]] = {}
         for e in exc.errors:

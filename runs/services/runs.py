@@ -9,6 +9,7 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from runs.models import (
@@ -24,6 +25,7 @@ from runs.models import (
 from runs.services.analysis import analysis_seed_fork
 from runs.services.errors import QueueAccessDenied
 from runs.services.plans import apply_overrides, pipeline_to_plan, plan_validate
+from runs.services.realtime import run_event
 from trainers.plan import Plan
 
 
@@ -37,14 +39,15 @@ def queue_check_access(*, queue: Queue, team: Team) -> None:
         raise QueueAccessDenied(f"team {team.name!r} may not use queue {queue.name!r}")
 
 
-def _initial_state(i: int, first: int) -> str:
+def _initial_state(i: int, first: int, queue_first: bool) -> str:
     if i < first:
         return StageState.SKIPPED  # inherited from the parent of a fork
-    return StageState.QUEUED if i == first else StageState.PENDING
+    return StageState.QUEUED if i == first and queue_first else StageState.PENDING
 
 
-def _create_stage_runs(run: Run, plan: Plan, *, first: int = 0) -> None:
-    """One stage run per stage; stage ``first`` is queued, earlier ones are skipped."""
+def _create_stage_runs(run: Run, plan: Plan, *, first: int = 0, queue_first: bool = True) -> None:
+    """One stage run per stage; stage ``first`` is queued (unless ``queue_first`` is False:
+    an external run's client starts its stages), earlier ones are skipped."""
     now = timezone.now()
     StageRun.objects.bulk_create(
         StageRun(
@@ -53,18 +56,32 @@ def _create_stage_runs(run: Run, plan: Plan, *, first: int = 0) -> None:
             name=plan.stages[i].name,
             start_step=start,
             end_step=end,
-            state=_initial_state(i, first),
-            queued_at=now if i == first else None,
+            state=_initial_state(i, first, queue_first),
+            queued_at=now if i == first and queue_first else None,
         )
         for i, (start, end) in enumerate(plan.stage_bounds())
     )
+
+
+def queue_default_for(*, team: Team) -> Queue:
+    """The first queue in dispatch order that ``team`` may use (an external run needs one only
+    to be grouped under)."""
+    queue = (
+        Queue.objects.filter(Q(allowed_teams=None) | Q(allowed_teams=team))
+        .order_by("-priority", "name")
+        .distinct()
+        .first()
+    )
+    if queue is None:
+        raise ValidationError({"queue": [f"no queue is open to team {team.name!r}"]})
+    return queue
 
 
 @transaction.atomic
 def run_submit(
     *,
     team: Team,
-    queue: Queue,
+    queue: Queue | None,
     plan: dict[str, Any] | None = None,
     pipeline: Pipeline | None = None,
     name: str = "",
@@ -72,17 +89,28 @@ def run_submit(
     priority: int = 0,
     tags: list[str] | None = None,
     user=None,
+    external: bool = False,
 ) -> Run:
-    """Snapshot the pipeline (or a raw plan), validate it with trainers, and queue stage 0."""
+    """Snapshot the pipeline (or a raw plan), validate it with trainers, and queue stage 0.
+
+    ``external=True``: the run is trained outside Stagewise and its client reports stages and
+    metrics over the API. It starts ``running`` with every stage pending, is never dispatched,
+    and its plan's files are not looked for here (they are on the client's machine). Without
+    a ``queue`` it goes to the team's first usable one."""
     if (plan is None) == (pipeline is None):
         raise ValidationError({"pipeline": ["give exactly one of pipeline or plan"]})
     if pipeline is not None and pipeline.team_id != team.pk:
         raise ValidationError({"pipeline": ["pipeline belongs to another team"]})
+    if queue is None:
+        if not external:
+            raise ValidationError({"queue": ["this field is required"]})
+        queue = queue_default_for(team=team)
     queue_check_access(queue=queue, team=team)
     base = pipeline_to_plan(pipeline) if pipeline is not None else plan
     full = apply_overrides(base, overrides or {})
-    validated = plan_validate(full)
+    validated = plan_validate(full, check_files=not external)
     snapshot = validated.model_dump(mode="json")
+    now = timezone.now()
     run = Run.objects.create(
         team=team,
         pipeline=pipeline,
@@ -93,28 +121,36 @@ def run_submit(
         tags=tags or [],
         queue=queue,
         priority=priority,
-        state=RunState.QUEUED,
-        queued_at=timezone.now(),
+        state=RunState.RUNNING if external else RunState.QUEUED,
+        queued_at=None if external else now,
+        started_at=now if external else None,
         created_by=user,
+        external=external,
     )
-    _create_stage_runs(run, validated)
-    _dispatch_on_commit()
+    _create_stage_runs(run, validated, queue_first=not external)
+    if not external:
+        _dispatch_on_commit()
     return run
 
 
 @transaction.atomic
 def run_cancel(*, run: Run) -> Run:
     """Queued stages are canceled now; a running stage stops at its next step (the worker
-    sees the run state through its heartbeat) and is then marked canceled."""
+    sees the run state through its heartbeat) and is then marked canceled. An external run's
+    running stage is canceled now too (no worker of ours will mark it); its client learns
+    from the 409 "run canceled" on its next metrics batch or stage report."""
     run = Run.objects.select_for_update().get(pk=run.pk)
     run.check_transition(RunState.CANCELED)
     now = timezone.now()
     run.state = RunState.CANCELED
     run.finished_at = now
     run.save(update_fields=["state", "finished_at", "updated_at"])
-    run.stage_runs.filter(state__in=[StageState.PENDING, StageState.QUEUED]).update(
-        state=StageState.CANCELED, finished_at=now
-    )
+    stopped = [StageState.PENDING, StageState.QUEUED]
+    if run.external:
+        stopped.append(StageState.RUNNING)
+    run.stage_runs.filter(state__in=stopped).update(state=StageState.CANCELED, finished_at=now)
+    if run.external:
+        transaction.on_commit(lambda: run_event(run.pk, "canceled"))
     return run
 
 

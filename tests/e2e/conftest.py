@@ -5,16 +5,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
 import uuid
-from pathlib import Path
 
 import pytest
 
-from tests.workers import ROOT, Workers, test_database_url
+from tests.servers import Daphne
+from tests.workers import ROOT, Workers
 
 # Playwright's sync API keeps an event loop on this thread; the ORM calls the test makes
 # between browser steps are still plain synchronous calls.
@@ -25,70 +21,6 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
                  "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip
 ARTIFACTS = ROOT / "test-artifacts"
 PASSWORD = "pw-for-tests-1"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Daphne:
-    """``daphne webapp.asgi:application`` on a free port, with the test database's URL."""
-
-    def __init__(self, tmp: Path):
-        from django.conf import settings
-
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        env = {
-            **os.environ,
-            "DATABASE_URL": test_database_url(),
-            "REDIS_URL": settings.REDIS_URL,
-            "STAGEWISE_DATA_DIR": str(settings.STAGEWISE_DATA_DIR),
-            "SESSION_COOKIE_SECURE": "false",  # plain http on 127.0.0.1
-            "PYTHONUNBUFFERED": "1",
-        }
-        self.log_path = tmp / "daphne.log"
-        log = open(self.log_path, "w")  # noqa: SIM115 - closed with the process
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "daphne",
-                "-b",
-                "127.0.0.1",
-                "-p",
-                str(self.port),
-                "webapp.asgi:application",
-            ],  # fmt: skip
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"daphne exited:\n{self.logs()}")
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
-                return
-            except OSError:
-                time.sleep(0.2)
-        raise RuntimeError(f"daphne did not listen in 60 s:\n{self.logs()}")
-
-    def logs(self) -> str:
-        return self.log_path.read_text()[-4000:]
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
 
 
 @pytest.fixture

@@ -1,12 +1,15 @@
 import uuid
 
 import pytest
+from django.urls import reverse
 
-from runs.models import StageRun
+from runs.models import Queue, StageRun
 from runs.services.dispatch import dispatch
+from runs.services.queues import queue_consumers_sync, queues_with_consumers
 from runs.services.runs import run_submit
 from tests import factories as f
 from tests.runs.reduced_plan import reduced_lm_plan
+from tests.workers import Workers, wait_for
 
 pytestmark = pytest.mark.django_db
 
@@ -81,3 +84,76 @@ def test_dispatch_skips_runs_of_teams_removed_from_the_queue(team):
     _submit(team, queue)
     queue.allowed_teams.add(f.TeamFactory())
     assert dispatch() == 0
+
+
+# -- which workers consume which queues
+
+
+@pytest.fixture
+def workers(tmp_path):
+    w = Workers(tmp_path)
+    yield w
+    w.stop_all()
+
+
+def _consumed(*nodes: str) -> dict[str, set[str]]:
+    """Active queues per worker node, straight from the workers (asking again, a few times,
+    until each of ``nodes`` has answered)."""
+    from webapp.celery import app
+
+    for _ in range(5):
+        replies = app.control.inspect(timeout=1).active_queues() or {}
+        if set(nodes) <= set(replies):
+            break
+    return {node: {q["name"] for q in queues} for node, queues in replies.items()}
+
+
+def _start(workers: Workers, queue: str, name: str) -> str:
+    workers.start(queue, name)
+    nodes: list[str] = []
+
+    def answered() -> bool:
+        nodes[:] = [n for n in _consumed() if n.startswith(f"{name}@")]
+        return bool(nodes)
+
+    wait_for(answered, 60, f"worker {name} to answer", workers.logs)
+    return nodes[0]
+
+
+@pytest.mark.slow
+def test_a_new_queue_is_consumed_by_all_queue_workers_and_not_by_dedicated_ones(
+    workers, django_capture_on_commit_callbacks
+):
+    first = _queue()
+    tag = uuid.uuid4().hex[:6]
+    every = _start(workers, first.name, f"all-queues-{tag}")
+    gpu = _start(workers, first.name, f"gpu-{tag}")
+    with django_capture_on_commit_callbacks(execute=True):
+        later = _queue()  # as the admin or `manage.py shell` would: a plain save
+    wait_for(lambda: later.name in _consumed(every)[every], 10, "the new queue", workers.logs)
+    with django_capture_on_commit_callbacks(execute=True):
+        later.name = f"renamed-{tag}"
+        later.save()
+    wait_for(lambda: later.name in _consumed(every)[every], 10, "the renamed queue", workers.logs)
+    assert _consumed(gpu)[gpu] == {first.name}
+
+
+@pytest.mark.slow
+def test_sync_adds_the_queues_an_all_queue_worker_missed_and_admin_shows_it(workers, admin_client):
+    first = _queue()
+    tag = uuid.uuid4().hex[:6]
+    every = _start(workers, first.name, f"all-queues-{tag}")
+    gpu = _start(workers, first.name, f"gpu-{tag}")
+    # bulk_create sends no post_save: like a broadcast lost while the broker was away
+    missed = Queue.objects.bulk_create([Queue(name=f"missed-{tag}")])[0]
+    url = reverse("admin:runs_queue_changelist")
+    assert queues_with_consumers() == {first.name}
+    assert admin_client.get(url).content.decode().count("no worker listening") == 1
+
+    assert queue_consumers_sync() == {every: [missed.name]}
+    wait_for(lambda: missed.name in _consumed(every)[every], 10, "the missed queue", workers.logs)
+    assert _consumed(gpu)[gpu] == {first.name}
+    assert queues_with_consumers() == {first.name, missed.name}
+    page = admin_client.get(url).content.decode()
+    assert "no worker listening" not in page and page.count(">listening<") == 2
+    assert queue_consumers_sync() == {}

@@ -150,3 +150,25 @@ def test_cli_schema():
     r = cli("schema")
     assert r.returncode == 0
     assert json.loads(r.stdout)["title"] == "Plan"
+
+
+def test_check_files_false_skips_only_the_local_files():
+    """A plan that runs on another machine (an external run): its data files and model
+    directory are not looked for here, everything else is still checked."""
+    plan = lm_plan()
+    plan["model"]["path"] = "/models/elsewhere/base"
+    plan["stages"][1]["data"] = [{"source": "file:/data/elsewhere/code.txt"}]
+    with pytest.raises(PlanError) as exc:
+        validate_plan(plan)
+    assert {e["path"] for e in exc.value.errors} == {"model"}  # pydantic stops at the model
+    plan["model"]["path"] = None
+    with pytest.raises(PlanError) as exc:
+        validate_plan(plan)
+    assert [e["path"] for e in exc.value.errors] == ["stages.1.data.0.source"]
+    plan["model"]["path"] = "/models/elsewhere/base"
+    validated = validate_plan(plan, check_files=False)
+    assert validated.model.path == "/models/elsewhere/base"
+    plan["stages"][0]["steps"] = 0
+    with pytest.raises(PlanError) as exc:
+        validate_plan(plan, check_files=False)
+    assert [e["path"] for e in exc.value.errors] == ["stages.0.steps"]

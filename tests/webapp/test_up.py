@@ -112,6 +112,59 @@ def test_up_serves_keeps_data_and_leaves_no_process(tmp_path):
     proc.wait(timeout=60)
 
 
+# Waits until up's worker answers, so the queue below is created while it is running.
+_WAIT_FOR_WORKER = """
+import time
+from webapp.celery import app
+deadline = time.monotonic() + 60
+while not (app.control.inspect(timeout=1).active_queues() or {}) and time.monotonic() < deadline:
+    pass
+print(sorted(app.control.inspect(timeout=1).active_queues() or {}))
+"""
+
+_CREATE_AND_SUBMIT = """
+from runs.models import Queue, Team
+from runs.services.runs import run_submit
+from tests.runs.reduced_plan import reduced_lm_plan
+queue = Queue.objects.create(name="added-later")
+run = run_submit(team=Team.objects.get(), queue=queue, plan=reduced_lm_plan(), name="late")
+print("run", run.pk)
+"""
+
+# Started means a worker took the stage over from the dispatcher's placeholder lease (the
+# dispatcher alone already marks it running) or has finished it.
+_STARTED = """
+from runs.models import StageRun, WorkerLease
+sr = StageRun.objects.get(run_id={run}, stage_index=0)
+lease = WorkerLease.objects.filter(stage_run=sr).values_list("worker_id", flat=True).first()
+print("started" if sr.state == "succeeded" or (lease and not lease.startswith("dispatched:"))
+      else f"waiting {{sr.state}} {{lease}}")
+"""
+
+
+def test_up_worker_consumes_a_queue_created_while_it_runs(tmp_path):
+    data_dir = tmp_path / "data"
+    port = _free_port()
+    log = tmp_path / "up.log"
+    proc = _start(data_dir, port, log)
+    try:
+        assert _wait_http(f"http://127.0.0.1:{port}/accounts/login/", proc, log) == 200
+        workers = _manage(data_dir, "shell", "-c", _WAIT_FOR_WORKER)
+        assert "all-queues@" in workers, (workers, log.read_text())
+        out = _manage(data_dir, "shell", "-c", _CREATE_AND_SUBMIT)
+        run_id = int(out.split("run ")[1])
+        deadline = time.monotonic() + 120
+        state = _manage(data_dir, "shell", "-c", _STARTED.format(run=run_id))
+        while "started" not in state and time.monotonic() < deadline:
+            assert proc.poll() is None, log.read_text()
+            time.sleep(1)
+            state = _manage(data_dir, "shell", "-c", _STARTED.format(run=run_id))
+        assert "started" in state, (state, log.read_text())
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+
+
 def test_up_refuses_a_taken_port_with_one_line(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -20,6 +20,7 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
+from runs.services.queues import ALL_QUEUES_NODE
 from webapp.embedded import EmbeddedError, check_data_dir, stop_all
 
 
@@ -69,9 +70,13 @@ class Command(BaseCommand):
 
         spawn("web", [py, "-m", "daphne", "-b", host, "-p", str(port), "webapp.asgi:application"])
         if not opts["no_worker"]:
-            queues = opts["queues"] or self._all_queues()
+            # Without --queues the worker is named as an all-queue worker, so queues created
+            # later are added to it (runs/services/queues.py); with --queues it keeps them.
+            queues, node = opts["queues"], "up-worker@%h"
+            if not queues:
+                queues, node = self._all_queues(), f"{ALL_QUEUES_NODE}@%h"
             spawn("worker", [py, "-m", "celery", "-A", "webapp", "worker", "-Q", queues,
-                             "--concurrency", "1", "--loglevel", "WARNING", "-n", "up-worker@%h"])  # fmt: skip
+                             "--concurrency", "1", "--loglevel", "WARNING", "-n", node])  # fmt: skip
             spawn("scheduler", [py, "-m", "celery", "-A", "webapp", "beat", "--loglevel", "WARNING",
                                 "-s", str(data_dir / "celerybeat-schedule")])  # fmt: skip
         self.stdout.write(f"Stagewise is up at http://{host}:{port}/  (Ctrl-C to stop)")

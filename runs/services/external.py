@@ -1,0 +1,122 @@
+"""Runs trained outside Stagewise (a user's own GPU box or cluster job) that report to it.
+
+The client (``trainers.remote.StagewiseSink``) creates the run (``run_submit(external=True)``),
+then reports each stage's start and end and posts its metric batches over the API, the way a
+worker's DjangoSink does in-process; the run then gets the same pages, analysis and exports.
+Stage and run states follow the workers' state machines (``runs.models.runs``), and the
+stage functions of ``runs.services.stages`` make the same changes for both.
+
+Reports are idempotent: repeating the state a stage already has changes nothing, so a client
+may retry a report whose answer it never received.
+"""
+
+from __future__ import annotations
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.utils import timezone
+
+from runs.models import InvalidTransition, Run, RunState, StageRun, StageState
+from runs.models.runs import STAGE_TRANSITIONS
+from runs.services.errors import Conflict, RunCanceled
+from runs.services.ingest import PointColumns, ingest_points
+from runs.services.realtime import run_event
+from runs.services.runs import run_cancel
+from runs.services.stages import stage_failed, stage_progress, stage_succeeded
+
+# Reported stages hold no worker lease; the stage functions release none under this id.
+EXTERNAL_WORKER = "external"
+REPORTABLE_STATES = (StageState.RUNNING, StageState.SUCCEEDED, StageState.FAILED,
+                     StageState.CANCELED)  # fmt: skip
+_DONE = (StageState.SUCCEEDED, StageState.SKIPPED)
+
+
+def _stage_path(sr: StageRun, target: str) -> list[str]:
+    """The legal steps from the stage's state to ``target``: direct, or through ``queued``
+    (a pending stage the client starts, or that fails before it started)."""
+    allowed = STAGE_TRANSITIONS.get(sr.state, set())
+    if target in allowed:
+        return [target]
+    if StageState.QUEUED in allowed and target in STAGE_TRANSITIONS[StageState.QUEUED]:
+        return [StageState.QUEUED, target]
+    raise InvalidTransition(f"stage {sr.stage_index} is {sr.state} and cannot become {target}")
+
+
+@transaction.atomic
+def external_stage_report(
+    *, run: Run, stage_index: int, state: str, error: str = "", traceback: str = ""
+) -> StageRun:
+    """Apply a client's report that stage ``stage_index`` is now ``state``: running (stages
+    start in order), succeeded (the last one finishes the run), failed (the run fails with
+    ``error``) or canceled (the run is canceled). Raises Conflict for a run our workers
+    execute, RunCanceled once the run was canceled, InvalidTransition for an illegal change
+    and ValidationError for a stage index the run does not have."""
+    if state not in REPORTABLE_STATES:
+        raise ValidationError({"state": [f"must be one of {', '.join(REPORTABLE_STATES)}"]})
+    run = Run.objects.select_for_update().get(pk=run.pk)
+    if not run.external:
+        raise Conflict(
+            f"run {run.pk} is executed by Stagewise's workers; only external runs take "
+            "stage reports"
+        )
+    if run.state == RunState.CANCELED:
+        raise RunCanceled()
+    stages = list(run.stage_runs.select_for_update().order_by("stage_index"))
+    if not 0 <= stage_index < len(stages):
+        raise ValidationError(
+            {"index": [f"run {run.pk} has stages 0 to {len(stages) - 1}, not {stage_index}"]}
+        )
+    sr = stages[stage_index]
+    if sr.state == state:
+        return sr  # a repeated report (a client's retry): nothing to change
+    path = _stage_path(sr, state)
+    if state == StageState.RUNNING:
+        waiting = next((s for s in stages[:stage_index] if s.state not in _DONE), None)
+        if waiting is not None:
+            raise InvalidTransition(
+                f"stage {waiting.stage_index} is {waiting.state}; stage {stage_index} can "
+                "start only after every earlier stage succeeded"
+            )
+    now = timezone.now()
+    if path[0] == StageState.QUEUED:
+        sr.state, sr.queued_at = StageState.QUEUED, sr.queued_at or now
+        sr.save(update_fields=["state", "queued_at", "updated_at"])
+    if state == StageState.RUNNING:
+        sr.state, sr.started_at = StageState.RUNNING, sr.started_at or now
+        sr.attempts += 1
+        sr.save(update_fields=["state", "started_at", "attempts", "updated_at"])
+        transaction.on_commit(lambda: run_event(run.pk, "stage_started", stage=stage_index))
+    elif state == StageState.SUCCEEDED:
+        stage_succeeded(stage_run=sr, worker_id=EXTERNAL_WORKER)
+    elif state == StageState.FAILED:
+        stage_failed(
+            stage_run=sr,
+            worker_id=EXTERNAL_WORKER,
+            error=error or f"stage {stage_index} ({sr.name}) failed on the external trainer",
+            traceback=traceback,
+        )
+    else:  # canceled on the client (e.g. Ctrl-C): the run ends canceled
+        run_cancel(run=run)
+    sr.refresh_from_db()
+    return sr
+
+
+def run_points_ingest(*, run: Run, points: PointColumns, stage_index: int | None = None) -> int:
+    """Metric points posted by an API client. With ``stage_index`` they go to that stage
+    run's series and advance its progress (as a worker's sink files them); without, to the
+    run's own series. A canceled external run refuses them (RunCanceled) so that its client
+    stops. ``run`` needs only id, external and state loaded."""
+    if run.external and run.state == RunState.CANCELED:
+        raise RunCanceled()
+    stage_run_id = None
+    if stage_index is not None:
+        ids = dict(StageRun.objects.filter(run_id=run.pk).values_list("stage_index", "pk"))
+        stage_run_id = ids.get(stage_index)
+        if stage_run_id is None:
+            raise ValidationError(
+                {"stage": [f"run {run.pk} has stages 0 to {len(ids) - 1}, not {stage_index}"]}
+            )
+    n = ingest_points(run_id=run.pk, stage_run_id=stage_run_id, points=points)
+    if stage_run_id is not None and n:
+        stage_progress(stage_run_id=stage_run_id, step=int(max(points.steps)))
+    return n
