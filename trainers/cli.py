@@ -10,7 +10,7 @@ import time
 import traceback
 from pathlib import Path
 
-from trainers.events import Point
+from trainers.events import Point, TrainingDiverged
 from trainers.plan import Plan, PlanError, validate_plan
 from trainers.sinks import BaseSink, JsonlSink, MultiSink
 
@@ -232,7 +232,15 @@ def _run(plan: Plan, out: Path, resume: bool, progress: bool, report: dict | Non
     except Exception as e:
         if remote is not None:  # (again: a report the engine already sent changes nothing)
             remote.error(f"{type(e).__name__}: {e}", traceback.format_exc())
-        if isinstance(e, RunError | DataError | FileNotFoundError | ValueError | StagewiseError):
+        if isinstance(
+            e,
+            RunError
+            | DataError
+            | FileNotFoundError
+            | ValueError
+            | StagewiseError
+            | TrainingDiverged,
+        ):
             print(f"\nerror: {e}", file=sys.stderr)
             return 1
         raise

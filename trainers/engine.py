@@ -8,6 +8,7 @@ cumulative budget; step 0 is the untrained model. A stage always begins from a c
 
 from __future__ import annotations
 
+import math
 import os
 import time
 import traceback as tb
@@ -39,6 +40,7 @@ from trainers.events import (
     RunResult,
     StageCanceled,
     StageResult,
+    TrainingDiverged,
 )
 from trainers.plan import Plan
 from trainers.schedules import stage_lr_table
@@ -162,21 +164,41 @@ class _Stage:
 
     # -- metrics ----------------------------------------------------------------------
     def _drain_losses(self) -> None:
-        """Turn the pending loss tensors into points: one sync for many steps."""
+        """Turn the pending loss tensors into points: one sync for many steps. A NaN or
+        infinite loss stops the stage (TrainingDiverged) after sending the points before it."""
         if not self.losses:
             return
         values = torch.stack(self.losses).tolist()
-        for v, (s, lr, t) in zip(values, self.loss_meta, strict=True):
+        bad = next((k for k, v in enumerate(values) if not math.isfinite(v)), None)
+        good = values if bad is None else values[:bad]
+        for v, (s, lr, t) in zip(good, self.loss_meta, strict=False):
             self.buffer.append(Point("train/loss", s, v, t, self.i))
             self.buffer.append(Point("lr", s, lr, t, self.i))
-        self.last["train/loss"] = values[-1]
+        if good:
+            self.last["train/loss"] = good[-1]
+        meta = self.loss_meta
         self.losses, self.loss_meta = [], []
+        if bad is not None:
+            self._diverged(meta[bad][0], "train/loss", values[bad])
 
-    def flush(self) -> None:
-        self._drain_losses()
+    def _diverged(self, step: int, metric: str, value: float) -> None:
+        """Send the points so far and stop: the weights are broken from here on."""
+        self._send()
+        # the newest checkpoint before it: this stage's, the one it resumed from, or the
+        # previous stage's end (written at this stage's start step)
+        last = self.last_ckpt.step if self.last_ckpt is not None else self.resumed_from
+        if last is None and self.i > 0:
+            last = self.start
+        raise TrainingDiverged(self.st.name, step, metric, value, last)
+
+    def _send(self) -> None:
         if self.buffer:
             self.sink.points(self.buffer)
             self.buffer = []
+
+    def flush(self) -> None:
+        self._drain_losses()
+        self._send()
 
     def evaluate(self, names: list[str], step: int) -> None:
         self.model.eval()
@@ -189,6 +211,8 @@ class _Stage:
                 res = objectives.evaluate_classification(self.model, self.evals[name])
             for k, v in res.items():
                 key = f"eval/{name}/{k}"
+                if not math.isfinite(v) and k != "ppl":  # exp() of a large loss may overflow
+                    self._diverged(step, key, v)
                 self.buffer.append(Point(key, step, v, now, self.i))
                 self.last[key] = v
         self.model.train()

@@ -51,6 +51,23 @@ class Control(Protocol):
     def should_stop(self) -> bool: ...
 
 
+class TrainingDiverged(RuntimeError):
+    """The training loss or an evaluation became NaN or infinite. Points before it were
+    emitted and no checkpoint was written after it, so the last checkpoint is a good place
+    to fork from."""
+
+    def __init__(
+        self, stage_name: str, step: int, metric: str, value: float, last_checkpoint: int | None
+    ):
+        self.stage_name, self.step, self.metric, self.value = stage_name, step, metric, value
+        where = (
+            f"; fork from the checkpoint at step {last_checkpoint} with a lower learning rate"
+            if last_checkpoint is not None
+            else "; try a lower learning rate"
+        )
+        super().__init__(f"{metric} became {value} at step {step} in stage {stage_name!r}{where}")
+
+
 class StageCanceled(Exception):
     """control.should_stop() returned True; points up to `step` were emitted."""
 

@@ -3,18 +3,21 @@
 Flushes every 250 ms or at 1,000 points, whichever comes first, from a background thread.
 A flush that fails (Postgres or Redis briefly away) keeps the buffer and is retried, so a
 short outage delays points but loses none; stage end waits until everything is stored.
+A point that can never be stored (a non-finite value, a refused key) is dropped with a log
+line instead of blocking the buffer.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 
 from django.db import close_old_connections
 
 from runs.models import StageRun
-from runs.services.ingest import IngestPoint, ingest_points
+from runs.services.ingest import IngestError, IngestPoint, ingest_points
 from runs.services.stages import checkpoint_record, stage_progress
 from trainers.events import CheckpointInfo, Point
 from trainers.sinks import BaseSink
@@ -39,8 +42,17 @@ class DjangoSink(BaseSink):
 
     # -- MetricSink
     def points(self, points: list[Point]) -> None:
+        # The engine stops on a non-finite training loss; anything else non-finite (an
+        # overflowing eval perplexity) cannot be stored and would block the buffer.
+        finite = [p for p in points if math.isfinite(p.value)]
+        if len(finite) < len(points):
+            log.warning(
+                "stage run %s: dropped %d non-finite metric values",
+                self.stage_run.pk,
+                len(points) - len(finite),
+            )
         with self._lock:
-            self._buf.extend(points)
+            self._buf.extend(finite)
             full = len(self._buf) >= FLUSH_POINTS
         if full:
             self._wake.set()
@@ -72,15 +84,8 @@ class DjangoSink(BaseSink):
         with self._flush_lock:
             with self._lock:
                 batch, self._buf = self._buf, []
-            if not batch:
-                return True
             try:
-                ingest_points(
-                    run_id=self.stage_run.run_id,
-                    stage_run_id=self.stage_run.pk,
-                    points=[IngestPoint(p.key, p.step, p.value, p.time) for p in batch],
-                )
-                stage_progress(stage_run_id=self.stage_run.pk, step=max(p.step for p in batch))
+                self._ingest(batch)
                 return True
             except Exception:
                 log.warning("metric flush failed; will retry", exc_info=True)
@@ -88,6 +93,23 @@ class DjangoSink(BaseSink):
                 with self._lock:
                     self._buf[:0] = batch
                 return False
+
+    def _ingest(self, batch: list[Point]) -> None:
+        """Store the batch. A point refused for what it is (not for an outage: retrying
+        cannot help) is dropped with an error in the log, and the rest is sent again."""
+        while batch:
+            try:
+                ingest_points(
+                    run_id=self.stage_run.run_id,
+                    stage_run_id=self.stage_run.pk,
+                    points=[IngestPoint(p.key, p.step, p.value, p.time) for p in batch],
+                )
+            except IngestError as exc:
+                log.error("stage run %s: dropped %s (%s)", self.stage_run.pk, batch[exc.index], exc)
+                del batch[exc.index]
+                continue
+            stage_progress(stage_run_id=self.stage_run.pk, step=max(p.step for p in batch))
+            return
 
     def _loop(self) -> None:
         while not self._stop.is_set():

@@ -169,3 +169,44 @@ def test_llama_with_length_curriculum_and_token_budget(tmp_path):
     plan2["model"] = {"arch": "llama", "path": str(tmp_path / "checkpoints/step-00000010/model")}
     r = run_plan(validate_plan(plan2), tmp_path / "from_path", MemorySink())
     assert r.stages[-1].completed
+
+
+@pytest.mark.parametrize(
+    ("dense_eval", "step", "metric"),
+    [(True, 13, "eval/"), (False, 14, "train/loss")],
+)
+def test_a_diverging_stage_stops_with_its_step_and_the_checkpoint_to_fork_from(
+    tmp_path, dense_eval, step, metric
+):
+    """Stage 2 at LR 1e6 breaks the weights at step 13: its dense evaluation right after
+    turns NaN, or (without it) the training loss of step 14 does. The stage stops there,
+    every point before it is emitted and finite, and no checkpoint holds broken weights."""
+    from trainers.events import TrainingDiverged
+
+    plan = lm_plan()
+    plan["stages"][1]["optimizer"] = {"lr": 1e6, "grad_clip": None}
+    if not dense_eval:
+        del plan["stages"][1]["dense_eval"]
+    sink = MemorySink()
+    with pytest.raises(TrainingDiverged) as err:
+        run_plan(validate_plan(plan), tmp_path, sink)
+    assert (err.value.step, err.value.stage_name) == (step, "cpt")
+    assert err.value.metric.startswith(metric)
+    assert "fork from the checkpoint at step 12" in str(err.value)
+    assert [s for s, _ in sink.series("train/loss")] == list(range(1, 14))
+    assert all(math.isfinite(p.value) for p in sink.all_points)
+    assert max(c.step for c in list_checkpoints(tmp_path)) == 12
+
+
+def test_cli_reports_divergence_in_one_line(tmp_path):
+    from tests.trainers.helpers import cli
+
+    plan = lm_plan(steps=(4, 6, 2))
+    plan["stages"][1]["optimizer"] = {"lr": 1e6, "grad_clip": None}
+    path = tmp_path / "plan.json"
+    path.write_text(json.dumps(plan))
+    r = cli("run", str(path), "--out", str(tmp_path / "out"), "--no-progress")
+    assert r.returncode == 1, r.stderr
+    assert "Traceback" not in r.stderr
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and "in stage 'cpt'" in last and "lower learning rate" in last
