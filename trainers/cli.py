@@ -232,15 +232,8 @@ def _run(plan: Plan, out: Path, resume: bool, progress: bool, report: dict | Non
     except Exception as e:
         if remote is not None:  # (again: a report the engine already sent changes nothing)
             remote.error(f"{type(e).__name__}: {e}", traceback.format_exc())
-        if isinstance(
-            e,
-            RunError
-            | DataError
-            | FileNotFoundError
-            | ValueError
-            | StagewiseError
-            | TrainingDiverged,
-        ):
+        expected = (RunError, DataError, FileNotFoundError, ValueError, StagewiseError)
+        if isinstance(e, expected + (TrainingDiverged,)):
             print(f"\nerror: {e}", file=sys.stderr)
             return 1
         raise
