@@ -1,4 +1,8 @@
-"""Celery tasks: thin wrappers that take ids and call the execution layer or services."""
+"""Celery tasks: thin wrappers that take ids and call the execution layer or services.
+
+``execute_stage_run`` is sent to its run's queue (runs/services/dispatch.py). Every other task
+here is a control task: list it in ``STAGEWISE_CONTROL_TASKS`` (webapp/settings.py) so it goes
+to the control worker and never waits behind a training stage."""
 
 from celery import shared_task
 

@@ -29,7 +29,7 @@ class EmbeddedError(RuntimeError):
 def check_data_dir(data_dir: Path) -> None:
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
-        probe = data_dir / ".write-probe"
+        probe = data_dir / f".write-probe-{os.getpid()}"  # processes start together
         probe.write_text("ok")
         probe.unlink()
     except OSError as exc:

@@ -200,10 +200,31 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# The scheduler's tasks go to a queue of their own, consumed by a control worker
+# (`celery -A webapp worker -Q stagewise-control --concurrency 1 -P solo -n control@%h`, which
+# `manage.py up` starts), so they never wait behind a training stage on a training queue.
+# No training queue may take this name (Queue.clean); stages go to their run's queue.
+STAGEWISE_CONTROL_QUEUE = env.str("STAGEWISE_CONTROL_QUEUE", default="stagewise-control")
+STAGEWISE_CONTROL_TASKS = (
+    "runs.tasks.requeue_expired",
+    "runs.tasks.dispatch_runs",
+    "runs.tasks.sync_queue_consumers",
+)
+CELERY_TASK_ROUTES = {name: {"queue": STAGEWISE_CONTROL_QUEUE} for name in STAGEWISE_CONTROL_TASKS}
+# A tick not run within `expires` seconds is dropped (a later one does the same work), so a
+# control worker that was away does not replay every missed tick when it comes back.
 CELERY_BEAT_SCHEDULE = {
-    "requeue-expired-leases": {"task": "runs.tasks.requeue_expired", "schedule": 5.0},
-    "dispatch": {"task": "runs.tasks.dispatch_runs", "schedule": 5.0},
-    "sync-queue-consumers": {"task": "runs.tasks.sync_queue_consumers", "schedule": 30.0},
+    "requeue-expired-leases": {
+        "task": "runs.tasks.requeue_expired",
+        "schedule": 5.0,
+        "options": {"expires": 30},
+    },
+    "dispatch": {"task": "runs.tasks.dispatch_runs", "schedule": 5.0, "options": {"expires": 30}},
+    "sync-queue-consumers": {
+        "task": "runs.tasks.sync_queue_consumers",
+        "schedule": 30.0,
+        "options": {"expires": 60},
+    },
 }
 
 # Metric ingest commits asynchronously unless this is set (see runs/services/ingest.py).

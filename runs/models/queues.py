@@ -1,3 +1,5 @@
+from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
 
@@ -26,6 +28,14 @@ class Queue(TimeStampedModel):
 
     def __str__(self) -> str:
         return self.name
+
+    def clean(self) -> None:
+        # Stages sent to a queue of this name would run on the control worker, and every
+        # all-queue worker would also take the scheduler's tasks.
+        if self.name == settings.STAGEWISE_CONTROL_QUEUE:
+            raise ValidationError(
+                {"name": f"{self.name!r} is reserved for the control worker's queue"}
+            )
 
 
 class WorkerLease(models.Model):

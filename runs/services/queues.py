@@ -6,6 +6,10 @@ A worker whose node name starts with ``all-queues`` (``manage.py up`` starts one
 those created after it started: saving a queue tells such workers to consume it at once, and
 ``queue_consumers_sync`` (a beat task) catches up on a message lost while the broker was away.
 Workers with any other name keep exactly the ``-Q`` queues they were started with.
+
+The control queue (``settings.STAGEWISE_CONTROL_QUEUE``: the scheduler's tasks) is never one
+of the training queues: the Queue table may not hold its name (``Queue.clean``), and it is
+left out here even if a row of that name was saved around that check.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import QuerySet
 from kombu import Connection
@@ -24,6 +29,13 @@ log = logging.getLogger(__name__)
 
 ALL_QUEUES_NODE = "all-queues"
 _ALL_QUEUES_PATTERN = {"pattern": f"{ALL_QUEUES_NODE}*@*", "matcher": "glob"}
+
+
+def training_queue_names() -> list[str]:
+    """The queues an all-queue worker consumes: every queue in the table but the control one."""
+    return list(
+        Queue.objects.exclude(name=settings.STAGEWISE_CONTROL_QUEUE).values_list("name", flat=True)
+    )
 
 
 @transaction.atomic
@@ -57,6 +69,8 @@ def queue_consumers_add(*, name: str) -> None:
     """Broadcast without waiting for replies: saving a queue must not wait on workers."""
     from webapp.celery import app
 
+    if name == settings.STAGEWISE_CONTROL_QUEUE:
+        return
     try:
         with _broker() as conn:
             app.control.add_consumer(name, connection=conn, **_ALL_QUEUES_PATTERN)
@@ -71,7 +85,7 @@ def queue_consumers_sync(*, timeout: float = 1.0) -> dict[str, list[str]]:
     was just dispatched to would strand it until its lease expires."""
     from webapp.celery import app
 
-    names = set(Queue.objects.values_list("name", flat=True))
+    names = set(training_queue_names())
     added: dict[str, list[str]] = {}
     with _broker() as conn:
         inspect = app.control.inspect(timeout=timeout, connection=conn, **_ALL_QUEUES_PATTERN)

@@ -1,11 +1,18 @@
 import uuid
 
 import pytest
+from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.urls import reverse
 
 from runs.models import Queue, StageRun
 from runs.services.dispatch import dispatch
-from runs.services.queues import queue_consumers_sync, queues_with_consumers
+from runs.services.queues import (
+    queue_consumers_add,
+    queue_consumers_sync,
+    queues_with_consumers,
+    training_queue_names,
+)
 from runs.services.runs import run_submit
 from tests import factories as f
 from tests.runs.reduced_plan import reduced_lm_plan
@@ -157,3 +164,66 @@ def test_sync_adds_the_queues_an_all_queue_worker_missed_and_admin_shows_it(work
     page = admin_client.get(url).content.decode()
     assert "no worker listening" not in page and page.count(">listening<") == 2
     assert queue_consumers_sync() == {}
+
+
+# -- the control queue: the scheduler's tasks never wait behind a training stage
+
+
+@pytest.fixture
+def sent_to(monkeypatch):
+    """Task name → the queue it was published to (nothing reaches the broker)."""
+    from webapp.celery import app
+
+    sent: dict[str, str] = {}
+
+    def record(producer, name, message, queue=None, **options):
+        sent[name] = queue.name
+
+    monkeypatch.setattr(app.amqp, "send_task_message", record)
+    return sent
+
+
+def test_control_tasks_go_to_the_control_queue_and_a_stage_to_its_runs_queue(
+    team, sent_to, django_capture_on_commit_callbacks
+):
+    import runs.tasks  # noqa: F401 - registers them, as a worker's autodiscovery does
+    from webapp.celery import app
+
+    control = settings.STAGEWISE_CONTROL_QUEUE
+    ours = sorted(name for name in app.tasks if name.startswith("runs.tasks."))
+    assert "runs.tasks.execute_stage_run" in ours and len(ours) > 1
+    for entry in settings.CELERY_BEAT_SCHEDULE.values():  # as celery beat sends them
+        app.tasks[entry["task"]].apply_async(**entry.get("options", {}))
+    for name in ours:
+        if name != "runs.tasks.execute_stage_run":
+            app.tasks[name].apply_async()
+    assert {sent_to.pop(name) for name in ours if name != "runs.tasks.execute_stage_run"} == {
+        control
+    }
+
+    queue = _queue()
+    with django_capture_on_commit_callbacks(execute=True):
+        _submit(team, queue)
+    assert sent_to == {"runs.tasks.execute_stage_run": queue.name}
+
+
+def test_no_training_queue_takes_the_control_queues_name(admin_client, monkeypatch):
+    from webapp.celery import app
+
+    control = settings.STAGEWISE_CONTROL_QUEUE
+    with pytest.raises(ValidationError, match="reserved for the control worker"):
+        Queue(name=control).full_clean()
+    page = admin_client.post(
+        reverse("admin:runs_queue_add"), {"name": control, "priority": 0, "max_concurrent": 1}
+    )
+    assert page.status_code == 200
+    assert "reserved for the control worker" in page.content.decode()
+    assert not Queue.objects.filter(name=control).exists()
+
+    # A row saved around the check is still never handed to the all-queue workers.
+    asked = []
+    monkeypatch.setattr(app.control, "add_consumer", lambda name, **kw: asked.append(name))
+    Queue.objects.bulk_create([Queue(name=control)])
+    assert control not in training_queue_names()
+    queue_consumers_add(name=control)
+    assert asked == []

@@ -85,7 +85,7 @@ def test_up_serves_keeps_data_and_leaves_no_process(tmp_path):
     first_log = log.read_text()
     assert "admin login is  admin" in first_log
     children = psutil.Process(proc.pid).children(recursive=True)
-    assert len(children) >= 3  # web, worker, scheduler
+    assert len(children) >= 4  # web, training worker, control worker, scheduler
     # Other management commands attach to the same embedded servers while up runs.
     _manage(
         data_dir, "shell", "-c", "from runs.models import Queue; Queue.objects.create(name='kept')"
@@ -112,14 +112,16 @@ def test_up_serves_keeps_data_and_leaves_no_process(tmp_path):
     proc.wait(timeout=60)
 
 
-# Waits until up's worker answers, so the queue below is created while it is running.
+# Waits until up's training worker answers (the control worker may be up first), so the
+# queue below is created while it is running.
 _WAIT_FOR_WORKER = """
 import time
 from webapp.celery import app
 deadline = time.monotonic() + 60
-while not (app.control.inspect(timeout=1).active_queues() or {}) and time.monotonic() < deadline:
-    pass
-print(sorted(app.control.inspect(timeout=1).active_queues() or {}))
+workers = []
+while not any(w.startswith("all-queues@") for w in workers) and time.monotonic() < deadline:
+    workers = sorted(app.control.inspect(timeout=1).active_queues() or {})
+print(workers)
 """
 
 _CREATE_AND_SUBMIT = """
@@ -160,6 +162,89 @@ def test_up_worker_consumes_a_queue_created_while_it_runs(tmp_path):
             time.sleep(1)
             state = _manage(data_dir, "shell", "-c", _STARTED.format(run=run_id))
         assert "started" in state, (state, log.read_text())
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+
+
+# Both of up's workers answer: the control worker consumes the control queue only, the
+# all-queue training worker every queue but that one.
+_WORKERS_QUEUES = """
+import time
+from django.conf import settings
+from webapp.celery import app
+deadline = time.monotonic() + 60
+queues = {}
+while time.monotonic() < deadline:
+    replies = app.control.inspect(timeout=1).active_queues() or {}
+    queues.update({w.split("@")[0]: sorted(q["name"] for q in qs) for w, qs in replies.items()})
+    if {"control", "all-queues"} <= set(queues):
+        break
+print("control queue", settings.STAGEWISE_CONTROL_QUEUE, "consumed", queues)
+"""
+
+# Keeps up's one training worker busy with a long stage, then leaves the scheduler's work
+# that only the control tasks can do: a stage whose worker died (its lease expired) and a
+# queued stage that no submit dispatches (its queue was unpaused by a plain update).
+_BUSY_TRAINING_WORKER = """
+import time
+from datetime import timedelta
+from django.db import transaction
+from django.utils import timezone
+from runs.models import Queue, Run, StageRun, Team, WorkerLease
+from runs.services.plans import apply_overrides
+from runs.services.runs import run_submit
+from tests.runs.reduced_plan import reduced_lm_plan
+
+def wait(cond, timeout, what):
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"timed out waiting for {what}")
+        time.sleep(0.5)
+
+def lease(run):
+    sr = StageRun.objects.get(run=run, stage_index=0)
+    return sr.state, getattr(WorkerLease.objects.filter(stage_run=sr).first(), "worker_id", "")
+
+team, plan = Team.objects.get(), reduced_lm_plan()
+long_plan = apply_overrides(plan, {"stages.0.steps": 100000})
+busy = run_submit(team=team, queue=Queue.objects.get(name="default"), plan=long_plan, name="busy")
+wait(lambda: lease(busy)[1] and not lease(busy)[1].startswith("dispatched:"), 120, "a stage start")
+with transaction.atomic():
+    dead = run_submit(team=team, queue=Queue.objects.create(name="dead"), plan=plan, name="dead")
+    sr = StageRun.objects.get(run=dead, stage_index=0)
+    StageRun.objects.filter(pk=sr.pk).update(state="running", attempts=1)
+    Run.objects.filter(pk=dead.pk).update(state="running", started_at=timezone.now())
+    gone = timezone.now() - timedelta(seconds=1)
+    WorkerLease.objects.create(stage_run=sr, worker_id="dead-host:1", acquired_at=gone,
+                               heartbeat_at=gone, expires_at=gone + timedelta(microseconds=1))
+    queue = Queue.objects.create(name="missed", paused=True)
+    missed = run_submit(team=team, queue=queue, plan=plan, name="missed")
+Queue.objects.filter(pk=queue.pk).update(paused=False)
+start = time.monotonic()
+redispatched = lambda run: lease(run)[1].startswith("dispatched:")
+wait(lambda: redispatched(dead) and redispatched(missed), 30, "the control tasks")
+print(f"handled in {time.monotonic() - start:.1f} s while busy:", lease(busy))
+"""
+
+
+def test_up_control_worker_requeues_and_dispatches_while_the_training_worker_trains(tmp_path):
+    data_dir = tmp_path / "data"
+    port = _free_port()
+    log = tmp_path / "up.log"
+    proc = _start(data_dir, port, log)
+    try:
+        assert _wait_http(f"http://127.0.0.1:{port}/accounts/login/", proc, log) == 200
+        out = _manage(data_dir, "shell", "-c", _WORKERS_QUEUES)
+        assert "control queue stagewise-control consumed" in out, out
+        assert "'control': ['stagewise-control']" in out, (out, log.read_text())
+        assert "'all-queues': ['default']" in out, out
+        out = _manage(data_dir, "shell", "-c", _BUSY_TRAINING_WORKER)
+        # The training worker still holds its stage: it took none of this work.
+        assert "while busy: ('running', '" in out and "dispatched:" not in out, out
+        seconds = float(out.split("handled in ")[1].split(" s")[0])
+        assert seconds < 15, out  # two 5 s scheduler ticks at most
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)

@@ -1,9 +1,14 @@
-"""`manage.py up`: migrations, first-start setup, web server, a worker and the scheduler.
+"""`manage.py up`: migrations, first-start setup, web server, a training worker, the control
+worker and the scheduler.
+
+The control worker consumes only the control queue (settings.STAGEWISE_CONTROL_QUEUE), where
+the scheduler's tasks go: lease expiry, dispatch and queue-consumer sync keep running while the
+training worker is busy with a stage for hours.
 
 Children are started in their own sessions so a terminal Ctrl-C reaches only this process,
-which then stops them in order (web, scheduler, worker) and, in embedded mode, stops the
-embedded PostgreSQL and Redis. A worker killed mid-stage is harmless: its lease expires and
-the next worker resumes from the latest checkpoint.
+which then asks them all to stop, kills those still running after 10 s and, in embedded mode,
+stops the embedded PostgreSQL and Redis. A worker killed mid-stage is harmless: its lease
+expires and the next worker resumes from the latest checkpoint.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
-from runs.services.queues import ALL_QUEUES_NODE
+from runs.services.queues import ALL_QUEUES_NODE, training_queue_names
 from webapp.embedded import EmbeddedError, check_data_dir, stop_all
 
 
@@ -35,15 +40,22 @@ def _port_free(host: str, port: int) -> bool:
 
 
 class Command(BaseCommand):
-    help = "Start Stagewise on this machine: database, web server, a worker and the scheduler."
+    help = (
+        "Start Stagewise on this machine: database, web server, a training worker, the control "
+        "worker and the scheduler."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("--host", default="127.0.0.1")
         parser.add_argument("--port", type=int, default=8000)
         parser.add_argument("--demo", action="store_true", help="submit a demo run on start")
-        parser.add_argument("--no-worker", action="store_true", help="web server only")
         parser.add_argument(
-            "--queues", default="", help="comma-separated queues for the worker (default: all)"
+            "--no-worker", action="store_true", help="web server only: no workers, no scheduler"
+        )
+        parser.add_argument(
+            "--queues",
+            default="",
+            help="comma-separated queues for the training worker (default: all)",
         )
 
     def handle(self, *args, **opts):
@@ -56,6 +68,11 @@ class Command(BaseCommand):
         if not _port_free(host, port):
             raise CommandError(
                 f"port {port} on {host} is already in use; choose another with --port"
+            )
+        control = settings.STAGEWISE_CONTROL_QUEUE
+        if control in opts["queues"].split(","):
+            raise CommandError(
+                f"--queues: {control} is the control worker's queue, not a training queue"
             )
 
         call_command("migrate", interactive=False, verbosity=0)
@@ -77,6 +94,10 @@ class Command(BaseCommand):
                 queues, node = self._all_queues(), f"{ALL_QUEUES_NODE}@%h"
             spawn("worker", [py, "-m", "celery", "-A", "webapp", "worker", "-Q", queues,
                              "--concurrency", "1", "--loglevel", "WARNING", "-n", node])  # fmt: skip
+            # The scheduler's tasks only (webapp/settings.py), so they never wait on a stage.
+            spawn("control", [py, "-m", "celery", "-A", "webapp", "worker", "-Q", control,
+                              "--concurrency", "1", "-P", "solo", "--loglevel", "WARNING",
+                              "-n", "control@%h"])  # fmt: skip
             spawn("scheduler", [py, "-m", "celery", "-A", "webapp", "beat", "--loglevel", "WARNING",
                                 "-s", str(data_dir / "celerybeat-schedule")])  # fmt: skip
         self.stdout.write(f"Stagewise is up at http://{host}:{port}/  (Ctrl-C to stop)")
@@ -126,9 +147,7 @@ class Command(BaseCommand):
 
     @staticmethod
     def _all_queues() -> str:
-        from runs.models import Queue
-
-        return ",".join(Queue.objects.values_list("name", flat=True)) or "default"
+        return ",".join(training_queue_names()) or "default"
 
     @staticmethod
     def _stop(children: list[tuple[str, subprocess.Popen]]) -> None:
