@@ -181,7 +181,12 @@ class QueueAdmin(admin.ModelAdmin):
             super()
             .get_queryset(request)
             .annotate(
-                _running=Count("runs", filter=Q(runs__state="running"), distinct=True),
+                # external runs only group under a queue; they take none of its slots
+                _running=Count(
+                    "runs",
+                    filter=Q(runs__state="running", runs__external=False),
+                    distinct=True,
+                ),
                 _waiting=Count("runs", filter=Q(runs__state="queued"), distinct=True),
             )
             .prefetch_related("allowed_teams")
