@@ -9,6 +9,7 @@ import plotly
 from django.conf import settings
 from django.contrib.admin.views.decorators import staff_member_required
 from django.contrib.auth.decorators import login_required
+from django.core.cache import cache
 from django.core.exceptions import ValidationError
 from django.http import FileResponse, Http404, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -21,7 +22,7 @@ from runs.selectors.pipelines import pipeline_list
 from runs.selectors.runs import run_get, run_list
 from runs.selectors.teams import team_ids_for, teams_for
 from runs.services.plans import pipeline_to_plan
-from runs.services.queues import queue_set_paused
+from runs.services.queues import queue_set_paused, queues_with_consumers
 
 PLOTLY_JS = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
 
@@ -220,9 +221,35 @@ def dataset_version_page(request, version_id: int):
     )
 
 
+QUEUES_CONSUMED_CACHE_KEY = "stagewise:queues-consumed"
+QUEUES_CONSUMED_CACHE_SECONDS = 10
+
+
+def _queues_consumed() -> set[str] | None:
+    """The queues some worker consumes, or None when the broker cannot be asked. Asking the
+    workers takes about 1 s (a broadcast waiting for replies), so it is asked once per page
+    view, and the answer is kept in Django's cache for a few seconds: reloading the page or
+    several users looking at once do not each wait for it."""
+    cached = cache.get(QUEUES_CONSUMED_CACHE_KEY)
+    if cached is not None:
+        names = cached["names"]
+        return None if names is None else set(names)
+    consumed = queues_with_consumers()
+    cache.set(
+        QUEUES_CONSUMED_CACHE_KEY,
+        {"names": None if consumed is None else sorted(consumed)},
+        QUEUES_CONSUMED_CACHE_SECONDS,
+    )
+    return consumed
+
+
 @login_required
 def queues_page(request):
-    return render(request, "frontend/queues.html", {"queues": queue_overview()})
+    queues = queue_overview()
+    consumed = _queues_consumed()
+    for item in queues:
+        item["listening"] = None if consumed is None else item["queue"].name in consumed
+    return render(request, "frontend/queues.html", {"queues": queues})
 
 
 @staff_member_required

@@ -180,8 +180,9 @@ def run_analysis(run: Run) -> dict[str, Any]:
 
 
 def queue_overview() -> list[dict[str, Any]]:
-    """Every queue with its running and queued stage runs, in dispatch order (external runs'
-    stages are left out: they run on their own machines, not on the queue's workers)."""
+    """Every queue with its running and queued stage runs, in dispatch order. External runs'
+    stages are left out of both: they run on their own machines and take none of the queue's
+    slots; the external runs that are running only group under the queue (``external``)."""
     queues = list(Queue.objects.order_by("-priority", "name"))
     active = (
         StageRun.objects.filter(
@@ -190,9 +191,13 @@ def queue_overview() -> list[dict[str, Any]]:
         .select_related("run", "run__team", "lease")
         .order_by("-run__priority", "queued_at", "pk")
     )
-    by_queue: dict[int, dict[str, list]] = defaultdict(lambda: {"running": [], "queued": []})
+    by_queue: dict[int, dict[str, list]] = defaultdict(
+        lambda: {"running": [], "queued": [], "external": []}
+    )
     for sr in active:
         by_queue[sr.run.queue_id][sr.state].append(sr)
+    for run in Run.objects.filter(external=True, state=RunState.RUNNING).order_by("name", "pk"):
+        by_queue[run.queue_id]["external"].append(run)
     return [{"queue": q, **by_queue[q.pk]} for q in queues]
 
 
