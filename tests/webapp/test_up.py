@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -144,13 +145,21 @@ print("started" if sr.state == "succeeded" or (lease and not lease.startswith("d
 """
 
 
-def test_up_worker_consumes_a_queue_created_while_it_runs(tmp_path):
-    data_dir = tmp_path / "data"
-    port = _free_port()
-    log = tmp_path / "up.log"
+@contextlib.contextmanager
+def _serving(tmp_path: Path):
+    """``up`` in a fresh data dir, answering HTTP; stopped with SIGTERM at the end."""
+    data_dir, port, log = tmp_path / "data", _free_port(), tmp_path / "up.log"
     proc = _start(data_dir, port, log)
     try:
         assert _wait_http(f"http://127.0.0.1:{port}/accounts/login/", proc, log) == 200
+        yield data_dir, proc, log
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+
+
+def test_up_worker_consumes_a_queue_created_while_it_runs(tmp_path):
+    with _serving(tmp_path) as (data_dir, proc, log):
         workers = _manage(data_dir, "shell", "-c", _WAIT_FOR_WORKER)
         assert "all-queues@" in workers, (workers, log.read_text())
         out = _manage(data_dir, "shell", "-c", _CREATE_AND_SUBMIT)
@@ -162,9 +171,6 @@ def test_up_worker_consumes_a_queue_created_while_it_runs(tmp_path):
             time.sleep(1)
             state = _manage(data_dir, "shell", "-c", _STARTED.format(run=run_id))
         assert "started" in state, (state, log.read_text())
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=60)
 
 
 # Both of up's workers answer: the control worker consumes the control queue only, the
@@ -230,12 +236,7 @@ print(f"handled in {time.monotonic() - start:.1f} s while busy:", lease(busy))
 
 
 def test_up_control_worker_requeues_and_dispatches_while_the_training_worker_trains(tmp_path):
-    data_dir = tmp_path / "data"
-    port = _free_port()
-    log = tmp_path / "up.log"
-    proc = _start(data_dir, port, log)
-    try:
-        assert _wait_http(f"http://127.0.0.1:{port}/accounts/login/", proc, log) == 200
+    with _serving(tmp_path) as (data_dir, _proc, log):
         out = _manage(data_dir, "shell", "-c", _WORKERS_QUEUES)
         assert "control queue stagewise-control consumed" in out, out
         assert "'control': ['stagewise-control']" in out, (out, log.read_text())
@@ -245,9 +246,6 @@ def test_up_control_worker_requeues_and_dispatches_while_the_training_worker_tra
         assert "while busy: ('running', '" in out and "dispatched:" not in out, out
         seconds = float(out.split("handled in ")[1].split(" s")[0])
         assert seconds < 15, out  # two 5 s scheduler ticks at most
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=60)
 
 
 def test_up_refuses_a_taken_port_with_one_line(tmp_path):
