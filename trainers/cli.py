@@ -102,6 +102,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     r.add_argument("--team", help="with --report-to: the team's slug (default: your first team)")
     r.add_argument("--name", help="with --report-to: the run's name (default: the plan's name)")
+    r.add_argument(
+        "--run-id",
+        type=int,
+        metavar="N",
+        help="with --report-to --resume: the external run to continue "
+        "(default: the one recorded in DIR/stagewise.json)",
+    )
     sub.add_parser("schema", help="print the plan JSON schema")
     args = ap.parse_args(argv)
 
@@ -129,6 +136,9 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(report, str):
             print(f"error: {report}", file=sys.stderr)
             return 2
+    if args.run_id is not None and report is None:
+        print("error: --run-id needs --report-to and --resume", file=sys.stderr)
+        return 2
     return _run(plan, Path(args.out), args.resume, not args.no_progress, report)
 
 
@@ -137,22 +147,39 @@ def _report_settings(args) -> dict | str:
     url = args.report_to
     if not url.startswith(("http://", "https://")):
         return f"--report-to: not an http(s) URL: {url!r}"
-    if args.resume:
-        return "--report-to cannot continue an earlier run yet: run without --resume"
+    if args.run_id is not None and not args.resume:
+        return "--run-id continues an earlier run: it needs --resume"
     token = os.environ.get(TOKEN_ENV, "").strip()
     if not token:
         return f"--report-to needs an API token in ${TOKEN_ENV} (Stagewise admin, Auth Token)"
-    return {"url": url.rstrip("/"), "token": token, "team": args.team, "name": args.name}
+    return {"url": url.rstrip("/"), "token": token, "team": args.team, "name": args.name,
+            "run_id": args.run_id}  # fmt: skip
 
 
-def _create_remote_run(plan: Plan, report: dict):
-    """Create the external run and its sink, or print why not and return the exit code."""
+def _refused(e, url: str) -> int:
+    """Print why the server refused a request before training; the exit code (2)."""
+    if e.status == 400:
+        print(f"error: {url} refused the plan:", file=sys.stderr)
+        for line in e.reasons():
+            print(line, file=sys.stderr)
+    elif e.status in (401, 403):
+        print(f"error: {url} refused the request (HTTP {e.status}): "
+              f"{'; '.join(e.reasons())}", file=sys.stderr)  # fmt: skip
+    else:
+        print(f"error: {e}", file=sys.stderr)
+    return 2
+
+
+def _create_remote_run(plan: Plan, report: dict, out: Path):
+    """Create the external run and its sink, or print why not and return the exit code.
+    The run is recorded in ``out/stagewise.json`` for ``--resume``."""
     from trainers.remote import (
         ApiError,
         StagewiseError,
         StagewiseSink,
         create_external_run,
         run_page_url,
+        save_run_ref,
     )
 
     url = report["url"]
@@ -165,16 +192,7 @@ def _create_remote_run(plan: Plan, report: dict):
             team=report["team"],
         )
     except ApiError as e:
-        if e.status == 400:
-            print(f"error: {url} refused the plan:", file=sys.stderr)
-            for line in e.reasons():
-                print(line, file=sys.stderr)
-        elif e.status in (401, 403):
-            print(f"error: {url} refused the request (HTTP {e.status}): "
-                  f"{'; '.join(e.reasons())}", file=sys.stderr)  # fmt: skip
-        else:
-            print(f"error: {e}", file=sys.stderr)
-        return 2
+        return _refused(e, url)
     except StagewiseError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -185,7 +203,114 @@ def _create_remote_run(plan: Plan, report: dict):
         sink.error(message, "")
         print(f"error: {message}", file=sys.stderr)
         return 2
+    out.mkdir(parents=True, exist_ok=True)
+    save_run_ref(out, url, run["id"])
     print(f"Stagewise run {run['id']}: {run_page_url(url, run['id'])}", flush=True)
+    return sink
+
+
+def _local_rows(out: Path, stage_index: int, last_step: int) -> list[Point]:
+    """The points of one stage up to ``last_step`` in ``out/metrics.jsonl``."""
+    path = out / "metrics.jsonl"
+    if not path.exists():
+        return []
+    points = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue  # a line cut short by a killed writer
+        if row["stage"] == stage_index and row["step"] <= last_step:
+            points.append(Point(row["key"], row["step"], row["value"], row["time"], row["stage"]))
+    return points
+
+
+def _resume_remote_run(plan: Plan, report: dict, out: Path):
+    """Continue the external run of ``out`` (or ``--run-id``): its sink, or print why not and
+    return the exit code (2: no run to continue or a refused request; 1: the run ended).
+
+    Points sent before the previous process died may have been lost with its buffer, and a
+    stage may have finished here after its last report, so first, for every stage the server
+    does not show as succeeded, the local points up to the checkpoint training resumes from
+    are sent again (the server stores each (key, step) once) and a stage finished here is
+    reported succeeded. The engine then re-emits everything after that checkpoint."""
+    from trainers.checkpoints import list_checkpoints
+    from trainers.events import StageCanceled
+    from trainers.remote import (
+        RUN_FILE,
+        ApiError,
+        StagewiseError,
+        StagewiseSink,
+        get_run,
+        load_run_ref,
+        run_page_url,
+        save_run_ref,
+    )
+
+    url, run_id = report["url"], report["run_id"]
+    if run_id is None:
+        ref = load_run_ref(out)
+        if ref is None:
+            print(f"error: --resume --report-to: no Stagewise run recorded in {out / RUN_FILE} "
+                  "(pass --run-id N, or run without --resume)", file=sys.stderr)  # fmt: skip
+            return 2
+        if ref["url"] != url:
+            print(f"error: {out / RUN_FILE} records run {ref['run_id']} on {ref['url']}, not "
+                  f"on {url} (pass --run-id N to continue a run there)", file=sys.stderr)  # fmt: skip
+            return 2
+        run_id = ref["run_id"]
+    try:
+        run = get_run(url, report["token"], run_id)
+    except ApiError as e:
+        if e.status == 404:
+            print(f"error: {url} has no run {run_id} (or not for this token)", file=sys.stderr)
+            return 2
+        return _refused(e, url)
+    except StagewiseError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if not run.get("external"):
+        print(f"error: run {run_id} on {url} is not an external run", file=sys.stderr)
+        return 2
+    if run["state"] != "running":
+        print(f"error: run {run_id} is already {run['state']} in Stagewise; not training "
+              "(a new run needs a new --out)", file=sys.stderr)  # fmt: skip
+        return 1
+    stages = sorted(run.get("stages", []), key=lambda st: st["stage_index"])
+    bounds = plan.stage_bounds()
+    if [st["end_step"] for st in stages] != [end for _, end in bounds]:
+        print(f"error: run {run_id}'s stage ends {[st['end_step'] for st in stages]} differ "
+              "from this plan's; not training", file=sys.stderr)  # fmt: skip
+        return 2
+    done = ("succeeded", "skipped")
+    first_open = next((st["stage_index"] for st in stages if st["state"] not in done), 0)
+    sink = StagewiseSink(url, report["token"], run_id, next_stage=first_open)
+    ckpts = list_checkpoints(out)
+    try:
+        for st in stages[first_open:]:
+            i, (start, end) = st["stage_index"], bounds[st["stage_index"]]
+            finished = any(c.stage_index == i and c.stage_end and c.step == end for c in ckpts)
+            inside = [c.step for c in ckpts if c.stage_index == i and start < c.step <= end]
+            if not finished and not inside:
+                break  # training starts this stage afresh
+            last = end if finished else max(inside)
+            if finished:
+                sink.stage_started(i, start)
+            sink.points(_local_rows(out, i, last))
+            sink.flush()
+            if not finished:
+                break  # training resumes inside this stage
+            sink.stage_finished(i, end)
+    except StageCanceled:
+        sink.abandon()
+        print(f"error: run {run_id} was canceled in Stagewise; not training", file=sys.stderr)
+        return 1
+    except StagewiseError as e:
+        sink.abandon()
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    save_run_ref(out, url, run_id)
+    print(f"Stagewise run {run_id} (resumed): {run_page_url(url, run_id)}", flush=True)
     return sink
 
 
@@ -203,7 +328,10 @@ def _run(plan: Plan, out: Path, resume: bool, progress: bool, report: dict | Non
         return 1
     remote = None
     if report is not None:
-        remote = _create_remote_run(plan, report)
+        if resume:
+            remote = _resume_remote_run(plan, report, out)
+        else:
+            remote = _create_remote_run(plan, report, out)
         if isinstance(remote, int):
             return remote
     out.mkdir(parents=True, exist_ok=True)

@@ -15,6 +15,10 @@ points but loses none (the server stores each (key, step) once, so a re-sent bat
 harmless). When the run is canceled in Stagewise the server answers 409 "run canceled": the
 sink then raises ``RunCanceled`` from its next hook and, used as the engine's ``control``,
 stops the stage at its next step.
+
+``python -m trainers run --report-to`` records the run it creates in ``OUT/stagewise.json``
+(``save_run_ref``), so that ``--resume`` continues the same run (``get_run``,
+``load_run_ref``; trainers/cli.py).
 """
 
 from __future__ import annotations
@@ -23,10 +27,12 @@ import http.client
 import json
 import logging
 import math
+import os
 import threading
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 from trainers.events import Point, StageCanceled
@@ -150,6 +156,36 @@ def create_external_run(
     return api_request(base_url, token, "POST", "/api/runs/", body)
 
 
+def get_run(base_url: str, token: str, run_id: int) -> dict:
+    """The run as the API shows it (``state``, ``external``, ``stages``, ...)."""
+    return api_request(base_url, token, "GET", f"/api/runs/{run_id}/")
+
+
+RUN_FILE = "stagewise.json"  # in the output directory: the run that --report-to created
+
+
+def save_run_ref(out_dir: Path, base_url: str, run_id: int) -> Path:
+    """Record the external run of an output directory, so that ``--resume`` continues it."""
+    path = Path(out_dir) / RUN_FILE
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"url": base_url.rstrip("/"), "run_id": run_id}) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def load_run_ref(out_dir: Path) -> dict | None:
+    """``{"url", "run_id"}`` recorded by ``save_run_ref``; None if there is none (or it is
+    unreadable)."""
+    try:
+        ref = json.loads((Path(out_dir) / RUN_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    if not (isinstance(ref, dict) and isinstance(ref.get("url"), str)
+            and isinstance(ref.get("run_id"), int)):  # fmt: skip
+        return None
+    return ref
+
+
 def run_page_url(base_url: str, run_id: int) -> str:
     return f"{base_url.rstrip('/')}/runs/{run_id}/"
 
@@ -184,7 +220,10 @@ class StagewiseSink(BaseSink):
         flush_points: int = FLUSH_POINTS,
         retry_for: float = RETRY_SECONDS,
         timeout: float = TIMEOUT_SECONDS,
+        next_stage: int = 0,
     ):
+        """``next_stage``: the first stage not finished yet (a resumed run's), the one a
+        failure before any stage started is reported on."""
         self.base_url, self.token, self.run_id = base_url, token, run_id
         self.flush_seconds, self.flush_points = flush_seconds, flush_points
         self.retry_for, self.timeout = retry_for, timeout
@@ -199,7 +238,7 @@ class StagewiseSink(BaseSink):
         self._fatal: StagewiseError | None = None
         self._last_error = ""
         self._stage: int | None = None  # started and not finished
-        self._next_stage = 0
+        self._next_stage = next_stage
         self._step = 0
         self._dropped_nonfinite = 0
         self._failure_reported = False
@@ -301,6 +340,10 @@ class StagewiseSink(BaseSink):
         """Stop the background sender and send what is left (raises like ``flush``)."""
         self._shutdown_thread()
         self.flush()
+
+    def abandon(self) -> None:
+        """Stop the background sender without sending what is left (never raises)."""
+        self._shutdown_thread()
 
     def _shutdown_thread(self) -> None:
         self._stop.set()

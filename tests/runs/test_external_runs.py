@@ -456,3 +456,70 @@ def test_the_sink_rides_out_a_server_restart_without_losing_points(server, repor
     assert sorted(stored) == sorted((0, p.key, p.step, p.value, p.time) for p in sent)
     assert _states(run) == ["succeeded", "queued", "pending"]
     assert run.stage_runs.get(stage_index=0).last_step == 12
+
+
+@pytest.mark.slow
+def test_a_killed_trainer_resumes_into_the_same_run(server, reporter, tmp_path):
+    """A preempted cluster job (SIGKILL, no last report) restarted with --resume continues
+    its run: no second run, every stage succeeded, each local point stored once."""
+    import signal
+
+    from tests.trainers.helpers import lm_plan
+    from trainers.checkpoints import list_checkpoints
+
+    team, token = reporter
+    plan, out = lm_plan(steps=(12, 600, 8)), tmp_path / "out"
+    ref = {}
+
+    def inside_stage_1() -> bool:
+        if proc.poll() is not None:
+            return True
+        run = Run.objects.filter(team=team).first()
+        ref["run"] = run
+        return (
+            run is not None
+            and _states(run)[1] == "running"
+            and any(c.stage_index == 1 and not c.stage_end for c in list_checkpoints(out))
+            and MetricPoint.objects.filter(
+                series__stage_run__run=run, series__stage_run__stage_index=1
+            ).exists()
+        )
+
+    proc = _cli(plan, tmp_path, server.url, token, popen=True)
+    try:
+        wait_for(inside_stage_1, 120, "stage 1 running with a checkpoint", server.logs)
+        assert proc.poll() is None, proc.communicate()[1]
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        proc.kill()
+        proc.communicate()
+    run = ref["run"]
+    assert json.loads((out / "stagewise.json").read_text()) == {"url": server.url,
+                                                                "run_id": run.pk}  # fmt: skip
+    run.refresh_from_db()
+    assert run.state == "running"  # nobody reported anything after the kill
+    assert _states(run) == ["succeeded", "running", "pending"]
+    killed_at = max(c.step for c in list_checkpoints(out))
+    assert killed_at < 612  # killed inside stage 1 (steps 13 to 612)
+
+    done = _cli(plan, tmp_path, server.url, token, "--resume")
+    assert done.returncode == 0, done.stderr + server.logs()
+    assert f"Stagewise run {run.pk} (resumed): {server.url}/runs/{run.pk}/" in done.stdout
+    assert Run.objects.filter(team=team).count() == 1
+    run.refresh_from_db()
+    assert run.state == "succeeded"
+    assert _states(run) == ["succeeded"] * 3
+    assert run.stage_runs.get(stage_index=1).attempts == 1  # "running" again was a no-op
+    local, stored = _local_rows(tmp_path), _stored_rows(run)
+    assert len({(s, k, step) for s, k, step, _, _ in local}) == len(local) > 600
+    assert len(stored) == len(set(stored)) == len(local)
+    assert set(stored) == set(local)
+
+    # The run is over: resuming it again trains nothing.
+    again = _cli(plan, tmp_path, server.url, token, "--resume")
+    assert again.returncode == 1
+    assert again.stderr.strip() == (
+        f"error: run {run.pk} is already succeeded in Stagewise; not training "
+        "(a new run needs a new --out)"
+    )

@@ -27,6 +27,9 @@ OK = (200, {})
 
 
 class _Handler(BaseHTTPRequestHandler):
+    def do_GET(self):  # noqa: N802 - http.server's naming
+        self.do_POST()
+
     def do_POST(self):  # noqa: N802 - http.server's naming
         n = int(self.headers.get("Content-Length") or 0)
         body = json.loads(self.rfile.read(n) or b"null")
@@ -259,10 +262,10 @@ def test_cli_prints_the_servers_field_errors(plan_file, tmp_path, capsys, monkey
     ("extra", "token", "message"),
     [
         ((), "", "error: --report-to needs an API token in $STAGEWISE_TOKEN"),
-        (("--resume",), "tok", "error: --report-to cannot continue an earlier run yet"),
+        (("--run-id", "3"), "tok", "error: --run-id continues an earlier run: it needs --resume"),
     ],
 )
-def test_cli_report_to_needs_a_token_and_no_resume(
+def test_cli_report_to_needs_a_token_and_run_id_needs_resume(
     plan_file, tmp_path, capsys, monkeypatch, extra, token, message
 ):
     monkeypatch.setenv("STAGEWISE_TOKEN", token)
@@ -270,3 +273,82 @@ def test_cli_report_to_needs_a_token_and_no_resume(
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2
     assert len(err) == 1 and err[0].startswith(message)
+
+
+# -- --resume --report-to: continue the run recorded in DIR/stagewise.json
+
+
+def _run_body(state="running", stages=("running", "pending", "pending")) -> dict:
+    ends = [12, 22, 30]  # lm_plan()'s
+    return {"id": 7, "external": True, "state": state,
+            "stages": [{"stage_index": i, "state": st, "end_step": end}
+                       for i, (st, end) in enumerate(zip(stages, ends, strict=True))]}  # fmt: skip
+
+
+def test_cli_resume_needs_the_recorded_run_of_the_same_server(
+    plan_file, tmp_path, capsys, monkeypatch
+):
+    from trainers.remote import save_run_ref
+
+    monkeypatch.setenv("STAGEWISE_TOKEN", "tok")
+    out = tmp_path / "out"
+    rc = _cli(plan_file, out, "http://127.0.0.1:9", "--resume")
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2
+    assert err == [f"error: --resume --report-to: no Stagewise run recorded in "
+                   f"{out / 'stagewise.json'} (pass --run-id N, or run without --resume)"]  # fmt: skip
+    out.mkdir()
+    save_run_ref(out, "http://elsewhere:8000/", 7)
+    rc = _cli(plan_file, out, "http://127.0.0.1:9", "--resume")
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2
+    assert err == [f"error: {out / 'stagewise.json'} records run 7 on http://elsewhere:8000, not "
+                   "on http://127.0.0.1:9 (pass --run-id N to continue a run there)"]  # fmt: skip
+    assert not (out / "metrics.jsonl").exists()
+
+
+@pytest.mark.parametrize("state", ["canceled", "failed", "succeeded"])
+def test_cli_resume_of_an_ended_run_is_exit_1_without_training(
+    plan_file, tmp_path, capsys, monkeypatch, serve, state
+):
+    server = serve(lambda path, body, n: (200, _run_body(state, ["succeeded"] * 3)))
+    monkeypatch.setenv("STAGEWISE_TOKEN", "tok")
+    rc = _cli(plan_file, tmp_path / "out", server.url, "--resume", "--run-id", "7")
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 1
+    assert err == [f"error: run 7 is already {state} in Stagewise; not training (a new run "
+                   "needs a new --out)"]  # fmt: skip
+    assert [p for p, *_ in server.log] == ["/api/runs/7/"]
+    assert not (tmp_path / "out" / "metrics.jsonl").exists()
+
+
+def test_cli_resume_reports_a_stage_that_finished_here_after_its_last_report(
+    plan_file, tmp_path, capsys, monkeypatch, serve
+):
+    """Killed after stage 0's last checkpoint but before its points and "succeeded" reached
+    the server: the resumed CLI sends stage 0's local points, reports it succeeded, then
+    trains the rest."""
+    from tests.trainers.helpers import lm_plan
+    from trainers.engine import run_stage
+    from trainers.plan import validate_plan
+    from trainers.remote import save_run_ref
+    from trainers.sinks import JsonlSink
+
+    out = tmp_path / "out"
+    run_stage(validate_plan(lm_plan()), 0, out, JsonlSink(out / "metrics.jsonl"))
+    stage0 = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    server = serve(lambda path, body, n: (200, _run_body() if body is None else {}))
+    save_run_ref(out, server.url, 7)
+    monkeypatch.setenv("STAGEWISE_TOKEN", "tok")
+    rc = _cli(plan_file, out, server.url, "--resume")
+    assert rc == 0, capsys.readouterr().err
+    reports = [(p.split("/")[-2], b["state"]) for p, b in server.ok("stages")]
+    assert reports == [("0", "running"), ("0", "succeeded"), ("1", "running"),
+                       ("1", "succeeded"), ("2", "running"), ("2", "succeeded")]  # fmt: skip
+    sent = [
+        (b["stage"], pt["key"], pt["step"]) for _, b in server.ok("metrics") for pt in b["points"]
+    ]
+    assert len(sent) == len(set(sent))
+    assert {s for s in sent if s[0] == 0} == {(r["stage"], r["key"], r["step"]) for r in stage0}
+    assert server.log[0][0] == "/api/runs/7/"
+    assert "Stagewise run 7 (resumed)" in capsys.readouterr().out
