@@ -233,6 +233,8 @@ STAGEWISE_INGEST_SYNC_COMMIT = env.bool("STAGEWISE_INGEST_SYNC_COMMIT", default=
 # Worker leases (seconds); tests shorten these.
 STAGEWISE_LEASE_SECONDS = env.int("STAGEWISE_LEASE_SECONDS", default=60)
 STAGEWISE_HEARTBEAT_SECONDS = env.float("STAGEWISE_HEARTBEAT_SECONDS", default=10.0)
+# An external run (trained elsewhere) with no report for this long is marked stale in the UI.
+STAGEWISE_EXTERNAL_STALE_SECONDS = env.int("STAGEWISE_EXTERNAL_STALE_SECONDS", default=600)
 
 LOGGING = {
     "version": 1,

@@ -3,6 +3,7 @@
 from rest_framework import serializers
 
 from runs.models import Checkpoint, Pipeline, Queue, Run, StageDefinition, StageRun
+from runs.selectors.dashboard import external_report_status
 from runs.selectors.runs import run_analysis_summary
 
 MAX_POINTS_PER_REQUEST = 50_000
@@ -29,16 +30,23 @@ class RunOut(serializers.ModelSerializer):
     queue = serializers.SlugRelatedField(slug_field="name", read_only=True)
     team = serializers.SlugRelatedField(slug_field="slug", read_only=True)
     pipeline_name = serializers.CharField(source="pipeline.name", default=None, read_only=True)
+    stale = serializers.SerializerMethodField(
+        help_text="a running external run with no report for STAGEWISE_EXTERNAL_STALE_SECONDS "
+        "(its job may be gone; it is not failed for it)"
+    )
 
     class Meta:
         model = Run
         fields = ["id", "name", "team", "pipeline", "pipeline_name", "queue", "priority", "state",
                   "tags", "seed", "parent", "fork_checkpoint", "created_at", "queued_at",
-                  "started_at", "finished_at", "error", "external", "stages",
-                  "analysis"]  # fmt: skip
+                  "started_at", "finished_at", "error", "external", "last_report_at",
+                  "stale", "stages", "analysis"]  # fmt: skip
 
     def get_analysis(self, run: Run) -> dict | None:
         return run_analysis_summary(run)
+
+    def get_stale(self, run: Run) -> bool:
+        return external_report_status(run)["stale"]
 
 
 class RunDetailOut(RunOut):

@@ -101,6 +101,12 @@ class Run(TimeStampedModel):
         help_text="trained outside Stagewise (the client reports stages and metrics over the "
         "API); never dispatched to workers, its queue only groups it",
     )
+    last_report_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="an external run's last accepted metrics batch or stage report (its only "
+        "liveness signal); null for runs our workers execute, whose leases track liveness",
+    )
 
     class Meta:
         ordering = ["-created_at"]

@@ -6,8 +6,10 @@ Read-only; every function answers in a fixed number of queries.
 from __future__ import annotations
 
 from collections import defaultdict
+from datetime import datetime
 from typing import Any
 
+from django.conf import settings
 from django.core.paginator import Paginator
 from django.db import connection
 from django.db.models import TextField
@@ -62,6 +64,31 @@ def run_progress(run: Run) -> dict[str, Any]:
     }
 
 
+DEFAULT_STALE_SECONDS = 600
+
+
+def external_stale_seconds() -> int:
+    """Seconds without a report after which a running external run is flagged stale."""
+    return int(getattr(settings, "STAGEWISE_EXTERNAL_STALE_SECONDS", DEFAULT_STALE_SECONDS))
+
+
+def external_report_status(run: Run, now: datetime | None = None) -> dict[str, Any]:
+    """``last_report_at`` (ISO or None), ``last_report_age`` (whole seconds since the last
+    report, or since the run started if it never reported; None for worker-run runs) and
+    ``stale``: a running external run silent for longer than the stale threshold."""
+    if not run.external:
+        return {"last_report_at": None, "last_report_age": None, "stale": False}
+    now = now or timezone.now()
+    since = run.last_report_at or run.started_at or run.created_at
+    age = max(0, int((now - since).total_seconds())) if since else None
+    stale = run.state == RunState.RUNNING and age is not None and age > external_stale_seconds()
+    return {
+        "last_report_at": run.last_report_at.isoformat() if run.last_report_at else None,
+        "last_report_age": age,
+        "stale": stale,
+    }
+
+
 def run_row(run: Run) -> dict[str, Any]:
     return {
         "id": run.pk,
@@ -79,6 +106,7 @@ def run_row(run: Run) -> dict[str, Any]:
         "finished_at": run.finished_at.isoformat() if run.finished_at else None,
         "error": run.error[:300],
         "external": run.external,
+        **external_report_status(run),  # last_report_at, last_report_age, stale
         "stages": [
             {
                 "index": sr.stage_index,

@@ -8,6 +8,12 @@ stage functions of ``runs.services.stages`` make the same changes for both.
 
 Reports are idempotent: repeating the state a stage already has changes nothing, so a client
 may retry a report whose answer it never received.
+
+Liveness: every accepted report and metrics batch stamps ``Run.last_report_at`` (one UPDATE),
+the only sign of life an external run gives. ``runs.selectors.dashboard``'s
+``external_report_status`` turns it into the "last report N min ago" and the stale flag shown
+for a running external run (past ``STAGEWISE_EXTERNAL_STALE_SECONDS`` the job may be gone;
+the run is never failed for it, a person cancels it).
 """
 
 from __future__ import annotations
@@ -29,6 +35,10 @@ EXTERNAL_WORKER = "external"
 REPORTABLE_STATES = (StageState.RUNNING, StageState.SUCCEEDED, StageState.FAILED,
                      StageState.CANCELED)  # fmt: skip
 _DONE = (StageState.SUCCEEDED, StageState.SKIPPED)
+
+
+def _touch(run_id: int) -> None:
+    Run.objects.filter(pk=run_id).update(last_report_at=timezone.now())
 
 
 def _stage_path(sr: StageRun, target: str) -> list[str]:
@@ -68,7 +78,8 @@ def external_stage_report(
         )
     sr = stages[stage_index]
     if sr.state == state:
-        return sr  # a repeated report (a client's retry): nothing to change
+        _touch(run.pk)  # a repeated report (a client's retry): alive, nothing else changes
+        return sr
     path = _stage_path(sr, state)
     if state == StageState.RUNNING:
         waiting = next((s for s in stages[:stage_index] if s.state not in _DONE), None)
@@ -97,6 +108,7 @@ def external_stage_report(
         )
     else:  # canceled on the client (e.g. Ctrl-C): the run ends canceled
         run_cancel(run=run)
+    _touch(run.pk)
     sr.refresh_from_db()
     return sr
 
@@ -119,4 +131,6 @@ def run_points_ingest(*, run: Run, points: PointColumns, stage_index: int | None
     n = ingest_points(run_id=run.pk, stage_run_id=stage_run_id, points=points)
     if stage_run_id is not None and n:
         stage_progress(stage_run_id=stage_run_id, step=int(max(points.steps)))
+    if run.external:
+        _touch(run.pk)
     return n

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 import uuid
+from datetime import timedelta
 
 import pytest
 from django.utils import timezone
@@ -322,6 +323,103 @@ def test_the_run_page_and_runs_list_show_the_external_badge(client, team, user):
     assert 'id="run-external"' not in client.get(f"/runs/{worker_run.pk}/").content.decode()
     js = (ROOT / "frontend/static/frontend/js/runs_list.js").read_text()
     assert "r.external ?" in js
+
+
+# ------------------------------------------------------------------------- liveness (last report)
+
+
+@pytest.mark.django_db
+def test_stage_reports_and_metrics_stamp_last_report_at(api, team):
+    run = _external(team)
+    assert run.last_report_at is None
+    before = timezone.now()
+    r = _report(api, run, 0, "running")
+    assert r.status_code == 200
+    run.refresh_from_db()
+    first = run.last_report_at
+    assert first is not None and first >= before
+    assert r.json()["last_report_at"] is not None and r.json()["stale"] is False
+    Run.objects.filter(pk=run.pk).update(last_report_at=before - timedelta(hours=1))
+    r = api.post(f"/api/runs/{run.pk}/metrics/", {"stage": 0, "points": _points("k", [1])},
+                 format="json")  # fmt: skip
+    assert r.status_code == 200
+    run.refresh_from_db()
+    assert run.last_report_at >= before
+    # A repeated report (a client's retry) is accepted, so it is a sign of life too.
+    Run.objects.filter(pk=run.pk).update(last_report_at=before - timedelta(hours=1))
+    assert _report(api, run, 0, "running").status_code == 200
+    run.refresh_from_db()
+    assert run.last_report_at >= before
+    # A refused report is not.
+    Run.objects.filter(pk=run.pk).update(last_report_at=before - timedelta(hours=1))
+    assert _report(api, run, 2, "running").status_code == 409
+    run.refresh_from_db()
+    assert run.last_report_at < before
+
+
+@pytest.mark.django_db
+def test_a_worker_runs_last_report_at_stays_null(api, team, queue):
+    run = run_submit(team=team, queue=queue, plan=reduced_lm_plan())
+    r = api.post(f"/api/runs/{run.pk}/metrics/", {"points": _points("k", [1])}, format="json")
+    assert r.status_code == 200
+    assert _report(api, run, 0, "succeeded").status_code == 409
+    run.refresh_from_db()
+    assert run.last_report_at is None
+    body = api.get(f"/api/runs/{run.pk}/").json()
+    assert (body["last_report_at"], body["stale"]) == (None, False)
+    row = api.get(f"/api/ui/runs/{run.pk}/").json()
+    assert (row["last_report_at"], row["last_report_age"], row["stale"]) == (None, None, False)
+
+
+@pytest.mark.django_db
+def test_ui_rows_flag_a_silent_running_external_run_stale(api, team, settings):
+    settings.STAGEWISE_EXTERNAL_STALE_SECONDS = 600
+    run = _external(team)
+    _report(api, run, 0, "running")
+
+    def row():
+        rows = api.get("/api/ui/runs/").json()["results"]
+        return next(r for r in rows if r["id"] == run.pk)
+
+    fresh = row()
+    assert fresh["last_report_at"] is not None
+    assert fresh["stale"] is False and 0 <= fresh["last_report_age"] < 60
+    assert api.get(f"/api/ui/runs/{run.pk}/").json()["stale"] is False
+    Run.objects.filter(pk=run.pk).update(last_report_at=timezone.now() - timedelta(minutes=15))
+    old = row()
+    assert old["stale"] is True and 900 <= old["last_report_age"] < 960
+    assert api.get(f"/api/ui/runs/{run.pk}/").json()["stale"] is True
+    assert api.get(f"/api/runs/{run.pk}/").json()["stale"] is True
+    settings.STAGEWISE_EXTERNAL_STALE_SECONDS = 3600  # the threshold is a setting
+    assert row()["stale"] is False
+    settings.STAGEWISE_EXTERNAL_STALE_SECONDS = 600
+    # Stale is only a mark: the run stays running, and a finished run is never stale.
+    assert Run.objects.get(pk=run.pk).state == "running"
+    api.post(f"/api/runs/{run.pk}/cancel/")
+    Run.objects.filter(pk=run.pk).update(last_report_at=timezone.now() - timedelta(hours=2))
+    assert row()["stale"] is False
+
+
+@pytest.mark.django_db
+def test_an_external_run_that_never_reported_goes_stale_from_its_start(api, team):
+    run = _external(team)
+    assert api.get(f"/api/ui/runs/{run.pk}/").json()["stale"] is False
+    Run.objects.filter(pk=run.pk).update(started_at=timezone.now() - timedelta(hours=1))
+    row = api.get(f"/api/ui/runs/{run.pk}/").json()
+    assert (row["last_report_at"], row["stale"]) == (None, True)
+
+
+@pytest.mark.django_db
+def test_the_run_page_and_runs_list_render_the_liveness_mark(client, team, user):
+    run = _external(team)
+    client.force_login(user)
+    html = client.get(f"/runs/{run.pk}/").content.decode()
+    assert 'id="run-last-report"' in html and 'id="run-stale"' in html
+    worker_run = run_submit(team=team, queue=_queue(), plan=reduced_lm_plan())
+    assert 'id="run-stale"' not in client.get(f"/runs/{worker_run.pk}/").content.decode()
+    for js in ("runs_list.js", "run_page.js"):
+        text = (ROOT / "frontend/static/frontend/js" / js).read_text()
+        assert "the job may be gone; cancel it if so" in text and "last report" in text
 
 
 # ------------------------------------------------------- end to end: daphne + the trainers CLI

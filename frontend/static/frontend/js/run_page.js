@@ -211,6 +211,7 @@ function renderSummary(s) {
     `stage ${p.stage_index + 1}/${p.stage_count} (${p.stage_name}) · step ${p.step} of ${p.total}` +
     (p.eta_seconds !== null ? ` · ETA ${fmtDuration(p.eta_seconds)}` : "");
   if (s.error) document.getElementById("run-error").textContent = s.error;
+  renderLiveness(s);
   const total = p.total || 1;
   replaceChildren(document.getElementById("timeline"), s.stages.map((st) => {
     const done = st.state === "succeeded" || st.state === "skipped" ? st.end_step : (st.last_step ?? st.start_step);
@@ -223,6 +224,27 @@ function renderSummary(s) {
   const cancel = document.getElementById("cancel-run");
   cancel.hidden = !data.can_write || ["succeeded", "failed", "canceled"].includes(s.state);
   renderCheckpoints(s.checkpoints);
+}
+
+// An external run's only sign of life is its reports: how long ago the last one came, and a
+// warning once that is past the server's stale threshold (the run is not failed for it).
+function fmtAgo(seconds) {
+  if (seconds < 60) return `${seconds} s`;
+  if (seconds < 3600) return `${Math.floor(seconds / 60)} min`;
+  return `${Math.floor(seconds / 3600)} h ${Math.floor((seconds % 3600) / 60)} min`;
+}
+function renderLiveness(s) {
+  const last = document.getElementById("run-last-report");
+  const stale = document.getElementById("run-stale");
+  if (!last || !stale) return;
+  const show = s.external && s.state === "running" && s.last_report_age !== null;
+  last.hidden = !show;
+  stale.hidden = !(show && s.stale);
+  if (!show) return;
+  last.textContent = s.last_report_at ? `last report ${fmtAgo(s.last_report_age)} ago` : "no report yet";
+  last.title = s.last_report_at ? new Date(s.last_report_at).toLocaleString() : "";
+  last.classList.toggle("stale", s.stale);
+  stale.textContent = `⚠ no report for ${fmtAgo(s.last_report_age)} — the job may be gone; cancel it if so`;
 }
 
 function renderCheckpoints(ckpts) {

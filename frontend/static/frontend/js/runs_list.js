@@ -23,7 +23,8 @@ function row(r) {
     h("td", {}, h("a", { href: `/runs/${r.id}/` }, r.name), " ", h("span", { class: "muted" }, `#${r.id}`),
       r.parent ? h("div", { class: "muted small" }, "fork of ", h("a", { href: `/runs/${r.parent}/` }, r.parent_name || `#${r.parent}`)) : null),
     h("td", {}, h("span", { class: `badge state-${r.state}` }, r.state),
-      r.external ? h("span", { class: "badge external", title: "trained outside Stagewise" }, "external") : null),
+      r.external ? h("span", { class: "badge external", title: "trained outside Stagewise" }, "external") : null,
+      liveness(r)),
     h("td", { class: "progress-cell" },
       h("div", { class: "progress", title: `${p.step} / ${p.total} steps` }, h("div", { class: "bar", style: `width:${pct}` })),
       h("div", { class: "muted small" }, p.stage_index === null ? "" : `${p.stage_name} (${p.stage_index + 1}/${p.stage_count}) · ${p.step}/${p.total}`)),
@@ -33,6 +34,23 @@ function row(r) {
     h("td", {}, r.queue),
     h("td", {}, r.tags.map((t) => h("span", { class: "tag" }, t))),
     h("td", { class: "small" }, fmtTime(r.created_at)));
+}
+
+// A running external run: how long since its last report, marked once the server calls it stale.
+function fmtAgo(seconds) {
+  if (seconds < 60) return `${seconds} s`;
+  if (seconds < 3600) return `${Math.floor(seconds / 60)} min`;
+  return `${Math.floor(seconds / 3600)} h ${Math.floor((seconds % 3600) / 60)} min`;
+}
+function liveness(r) {
+  if (!r.external || r.state !== "running" || r.last_report_age === null) return null;
+  const ago = fmtAgo(r.last_report_age);
+  if (r.stale) {
+    return h("div", { class: "small last-report stale", dataset: { stale: "true" },
+      title: "the job may be gone; cancel it if so" }, `⚠ no report for ${ago} — the job may be gone; cancel it if so`);
+  }
+  return h("div", { class: "muted small last-report", dataset: { stale: "false" } },
+    r.last_report_at ? `last report ${ago} ago` : "no report yet");
 }
 
 // BWT / FWT / average forgetting from the run's continual-learning analysis ("—" before evals).
