@@ -43,25 +43,34 @@ def stack(transactional_db, tmp_path):
 
 @pytest.fixture
 def page(stack):
+    from django.db import connections
     from playwright.sync_api import sync_playwright
 
     ARTIFACTS.mkdir(exist_ok=True)
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        context = browser.new_context(viewport={"width": 1440, "height": 1000})
-        pg = context.new_page()
-        pg.set_default_timeout(30_000)
-        errors: list[str] = []
-        pg.on("pageerror", lambda exc: errors.append(str(exc)))
-        pg.js_errors = errors
-        console: list[str] = []
-        pg.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
-        yield pg
-        # Kept for debugging a failure: the browser console and the last screen.
-        (ARTIFACTS / "console.log").write_text("\n".join(errors + console))
-        pg.screenshot(path=str(ARTIFACTS / "last.png"), full_page=True)
-        context.close()
-        browser.close()
+        # Inside sync_playwright() this thread runs in another contextvars context (the main
+        # greenlet resumes inside a callback of Playwright's event loop), so Django's
+        # ``connections`` (an asgiref Local, per context) gives the test body a second connection
+        # of its own. Nothing else closes it, and it would hold the test database open at
+        # session teardown ("being accessed by other users"): close it here, in that context.
+        try:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            context = browser.new_context(viewport={"width": 1440, "height": 1000})
+            pg = context.new_page()
+            pg.set_default_timeout(30_000)
+            errors: list[str] = []
+            pg.on("pageerror", lambda exc: errors.append(str(exc)))
+            pg.js_errors = errors
+            console: list[str] = []
+            pg.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
+            yield pg
+            # Kept for debugging a failure: the browser console and the last screen.
+            (ARTIFACTS / "console.log").write_text("\n".join(errors + console))
+            pg.screenshot(path=str(ARTIFACTS / "last.png"), full_page=True)
+            context.close()
+            browser.close()
+        finally:
+            connections.close_all()
 
 
 def login(page, stack) -> None:
