@@ -22,7 +22,7 @@ from runs.selectors.pipelines import pipeline_list
 from runs.selectors.runs import run_get, run_list
 from runs.selectors.teams import team_ids_for, teams_for
 from runs.services.plans import pipeline_to_plan
-from runs.services.queues import queue_set_paused, queues_with_consumers
+from runs.services.queues import queue_consumer_counts, queue_set_paused
 
 PLOTLY_JS = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
 
@@ -225,30 +225,27 @@ QUEUES_CONSUMED_CACHE_KEY = "stagewise:queues-consumed"
 QUEUES_CONSUMED_CACHE_SECONDS = 10
 
 
-def _queues_consumed() -> set[str] | None:
-    """The queues some worker consumes, or None when the broker cannot be asked. Asking the
+def _queues_consumed() -> dict[str, int] | None:
+    """Workers consuming each queue, or None when the broker cannot be asked. Asking the
     workers takes about 1 s (a broadcast waiting for replies), so it is asked once per page
     view, and the answer is kept in Django's cache for a few seconds: reloading the page or
     several users looking at once do not each wait for it."""
     cached = cache.get(QUEUES_CONSUMED_CACHE_KEY)
     if cached is not None:
-        names = cached["names"]
-        return None if names is None else set(names)
-    consumed = queues_with_consumers()
-    cache.set(
-        QUEUES_CONSUMED_CACHE_KEY,
-        {"names": None if consumed is None else sorted(consumed)},
-        QUEUES_CONSUMED_CACHE_SECONDS,
-    )
-    return consumed
+        return cached["counts"]
+    counts = queue_consumer_counts()
+    cache.set(QUEUES_CONSUMED_CACHE_KEY, {"counts": counts}, QUEUES_CONSUMED_CACHE_SECONDS)
+    return counts
 
 
 @login_required
 def queues_page(request):
     queues = queue_overview()
-    consumed = _queues_consumed()
+    counts = _queues_consumed()
     for item in queues:
-        item["listening"] = None if consumed is None else item["queue"].name in consumed
+        workers = None if counts is None else counts.get(item["queue"].name, 0)
+        item["workers"] = workers
+        item["listening"] = None if workers is None else workers > 0
     return render(request, "frontend/queues.html", {"queues": queues})
 
 

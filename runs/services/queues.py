@@ -98,10 +98,11 @@ def queue_consumers_sync(*, timeout: float = 1.0) -> dict[str, list[str]]:
     return added
 
 
-def queues_with_consumers(*, timeout: float = 1.0) -> set[str] | None:
-    """Names of the queues that at least one worker answering within ``timeout`` consumes;
-    None when the broker cannot be asked. Takes about 1 s whatever the timeout: the Redis
-    transport's pending reply read (a 1 s BRPOP) ends before the connection closes."""
+def queue_consumer_counts(*, timeout: float = 1.0) -> dict[str, int] | None:
+    """How many workers answering within ``timeout`` consume each queue (queues nobody
+    consumes are absent); None when the broker cannot be asked. Takes about 1 s whatever the
+    timeout: the Redis transport's pending reply read (a 1 s BRPOP) ends before the
+    connection closes."""
     from webapp.celery import app
 
     try:
@@ -110,4 +111,14 @@ def queues_with_consumers(*, timeout: float = 1.0) -> set[str] | None:
     except Exception:
         log.warning("could not ask workers for their queues", exc_info=True)
         return None
-    return {q["name"] for consumed in replies.values() for q in consumed}
+    counts: dict[str, int] = {}
+    for consumed in replies.values():
+        for name in {q["name"] for q in consumed}:
+            counts[name] = counts.get(name, 0) + 1
+    return counts
+
+
+def queues_with_consumers(*, timeout: float = 1.0) -> set[str] | None:
+    """Names of the queues at least one worker consumes; None when the broker cannot be asked."""
+    counts = queue_consumer_counts(timeout=timeout)
+    return None if counts is None else set(counts)

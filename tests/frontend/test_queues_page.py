@@ -58,7 +58,7 @@ def test_listened_queue_shows_listening_and_another_no_worker(member, tmp_path):
         page = member.get("/queues/").content.decode()
     finally:
         workers.stop_all()
-    assert 'data-listening="yes"' in _section(page, listened.name)
+    assert 'data-listening="yes">1 worker listening' in _section(page, listened.name)
     idle_section = _section(page, idle.name)
     assert 'data-listening="no"' in idle_section
     assert "no worker listening — runs here will wait" in idle_section
@@ -74,9 +74,9 @@ def test_broker_unreachable_shows_unknown_and_is_asked_once_per_view(member, mon
 
     def asked():
         calls.append(1)
-        return queues_service.queues_with_consumers()
+        return queues_service.queue_consumer_counts()
 
-    monkeypatch.setattr(views, "queues_with_consumers", asked)
+    monkeypatch.setattr(views, "queue_consumer_counts", asked)
     a, b = _queue(), _queue()
     page = member.get("/queues/").content.decode()
     for q in (a, b):
