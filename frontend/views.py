@@ -21,7 +21,6 @@ from runs.selectors.dashboard import queue_overview, runs_using_source
 from runs.selectors.pipelines import pipeline_list
 from runs.selectors.runs import run_get, run_list
 from runs.selectors.teams import team_ids_for, teams_for
-from runs.services.plans import pipeline_to_plan
 from runs.services.queues import queue_consumer_counts, queue_set_paused
 
 PLOTLY_JS = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
@@ -119,10 +118,10 @@ def pipeline_edit(request, pipeline_id: int | None = None):
     pipeline, plan = None, None
     if pipeline_id is not None:
         pipeline = _visible_pipeline(request, pipeline_id)
-        plan = pipeline_to_plan(pipeline)
+        plan = pipeline.plan
     elif request.GET.get("from"):
         source = _visible_pipeline(request, int(request.GET["from"]))
-        plan = {**pipeline_to_plan(source), "name": f"{source.name}-copy"}
+        plan = {**source.plan, "name": f"{source.name}-copy"}
     elif request.GET.get("example"):
         from runs.services.demo import EXAMPLES_DIR
 

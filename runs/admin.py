@@ -11,7 +11,6 @@ from runs.models import (
     Run,
     RunAnalysis,
     Series,
-    StageDefinition,
     StageRun,
     Team,
     WorkerLease,
@@ -88,28 +87,20 @@ class DatasetVersionAdmin(admin.ModelAdmin):
         return obj.content_hash[:12]
 
 
-class StageDefinitionInline(admin.StackedInline):
-    model = StageDefinition
-    extra = 0
-
-
 @admin.register(Pipeline)
 class PipelineAdmin(admin.ModelAdmin):
     list_display = ["name", "team", "stage_count", "run_count", "updated_at"]
     list_filter = ["team"]
     search_fields = ["name", "description"]
-    inlines = [StageDefinitionInline]
+    # The plan is edited (and validated) on the pipeline page or through the API, never here.
+    readonly_fields = ["name", "plan"]
 
     def get_queryset(self, request):
-        return (
-            super()
-            .get_queryset(request)
-            .annotate(_stages=Count("stages", distinct=True), _runs=Count("runs", distinct=True))
-        )
+        return super().get_queryset(request).annotate(_runs=Count("runs", distinct=True))
 
-    @admin.display(ordering="_stages", description="stages")
+    @admin.display(description="stages")
     def stage_count(self, obj: Pipeline) -> int:
-        return obj._stages
+        return len(obj.stage_summaries)
 
     @admin.display(ordering="_runs", description="runs")
     def run_count(self, obj: Pipeline) -> int:

@@ -64,19 +64,19 @@ class PipelineFactory(factory.django.DjangoModelFactory):
 
     team = factory.SubFactory(TeamFactory)
     name = factory.Sequence(lambda n: f"pipeline-{n}")
-
-
-class StageDefinitionFactory(factory.django.DjangoModelFactory):
-    class Meta:
-        model = models.StageDefinition
-
-    pipeline = factory.SubFactory(PipelineFactory)
-    order = factory.Sequence(lambda n: n)
-    name = factory.Sequence(lambda n: f"stage-{n}")
-    objective = "causal_lm"
-    data_sources = [{"source": "builtin:prose", "weight": 1.0}]
-    budget = 100
-    lr_schedule = {"type": "constant", "lr": 1e-3}
+    plan = factory.LazyAttribute(
+        lambda o: {
+            "name": o.name,
+            "stages": [
+                {
+                    "name": "s0",
+                    "objective": "causal_lm",
+                    "data": [{"source": "builtin:prose"}],
+                    "steps": 100,
+                }  # fmt: skip
+            ],
+        }
+    )
 
 
 class RunFactory(factory.django.DjangoModelFactory):

@@ -7,8 +7,10 @@ reason, so a bad plan is rejected before any model or data is built.
 
 from __future__ import annotations
 
+import json
 import math
 import os
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -29,8 +31,34 @@ SIZES: dict[str, dict[str, int]] = {
     "base": {"n_layer": 6, "n_embd": 256, "n_head": 8},
 }
 
-PosInt = Annotated[int, Field(gt=0)]
-NonNegInt = Annotated[int, Field(ge=0)]
+# Hard bounds of the schema: a global step, and anything multiplied with it, stays an exact
+# float64 integer (< 2**53), so no arithmetic on steps overflows anywhere (Postgres bigint,
+# numpy, JSON numbers in browsers). Sizes are bounded so that one plan cannot ask a worker
+# for an absurd allocation. Budgets are bounded again, tighter and configurable, by PlanLimits.
+MAX_STEP = 2**53 - 1
+Width = Annotated[int, Field(gt=0, le=65_536)]
+Steps = Annotated[int, Field(gt=0, le=MAX_STEP)]
+
+
+@dataclass(frozen=True)
+class PlanLimits:
+    """Budget and size limits a plan must respect (the server passes its settings; the
+    defaults suit one machine with a GPU). Checked by `validate_plan`, reported per field."""
+
+    max_stages: int = 64
+    max_stage_steps: int = 10_000_000
+    max_total_steps: int = 100_000_000
+    max_batch_size: int = 65_536
+    max_seq_len: int = 131_072
+    max_eval_sets: int = 64
+    max_sources: int = 64  # data and replay entries of one stage
+    max_plan_bytes: int = 1_000_000  # the plan as compact JSON
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(self.__dict__)
+
+
+DEFAULT_LIMITS = PlanLimits()
 
 
 class _Model(BaseModel):
@@ -42,13 +70,17 @@ class ModelSpec(_Model):
 
     arch: Literal["gpt2", "llama", "mlp"] = "gpt2"
     size: Literal["tiny", "small", "base"] | None = None
-    n_layer: PosInt | None = None
-    n_embd: PosInt | None = None
-    n_head: PosInt | None = None
-    path: str | None = Field(None, description="local HF model directory (from_pretrained)")
-    hidden: list[PosInt] = Field(default_factory=lambda: [64], description="mlp hidden widths")
+    n_layer: Annotated[int, Field(gt=0, le=256)] | None = None
+    n_embd: Annotated[int, Field(gt=0, le=16_384)] | None = None
+    n_head: Annotated[int, Field(gt=0, le=256)] | None = None
+    path: str | None = Field(
+        None, max_length=1000, description="local HF model directory (from_pretrained)"
+    )
+    hidden: list[Width] = Field(
+        default_factory=lambda: [64], max_length=16, description="mlp hidden widths"
+    )
     vocab_size: int = Field(512, ge=260, le=32768, description="BPE vocab trained for the run")
-    max_positions: PosInt = 256
+    max_positions: Annotated[int, Field(gt=0, le=131_072)] = 256
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
 
     @model_validator(mode="after")
@@ -77,10 +109,10 @@ class ModelSpec(_Model):
 class SourceSpec(_Model):
     """One dataset: `builtin:<name>` or `file:/abs/path.(txt|jsonl|parquet)`."""
 
-    source: str
-    text_field: str = "text"
-    prompt_field: str | None = None
-    response_field: str | None = None
+    source: str = Field(max_length=1000)
+    text_field: str = Field("text", max_length=200)
+    prompt_field: str | None = Field(None, max_length=200)
+    response_field: str | None = Field(None, max_length=200)
     classes: list[Annotated[int, Field(ge=0, le=9)]] | None = Field(
         None, description="digits: keep only these classes (class-incremental tasks)"
     )
@@ -129,7 +161,9 @@ class SourceSpec(_Model):
 
 
 class DataSpec(SourceSpec):
-    name: str | None = Field(None, description="name used by replay (defaults to source)")
+    name: str | None = Field(
+        None, max_length=200, description="name used by replay (defaults to source)"
+    )
     weight: float = Field(1.0, ge=0.0)
 
     @property
@@ -138,7 +172,9 @@ class DataSpec(SourceSpec):
 
 
 class ReplaySpec(_Model):
-    source: str = Field(description="name or source of a data entry of an earlier stage")
+    source: str = Field(
+        max_length=1000, description="name or source of a data entry of an earlier stage"
+    )
     ratio: float = Field(ge=0.0, le=1.0, description="fraction of each batch")
 
 
@@ -159,7 +195,7 @@ class ScheduleSpec(_Model):
     """LR shape of one stage; the peak is `optimizer.lr`. See trainers/schedules.py."""
 
     kind: Literal["constant", "linear", "cosine", "wsd", "infinite"] = "constant"
-    warmup_steps: NonNegInt = 0
+    warmup_steps: Annotated[int, Field(ge=0, le=MAX_STEP)] = 0
     warmup_from: Literal["zero", "previous"] = Field(
         "zero", description="'previous' re-warms from the previous stage's last LR"
     )
@@ -167,13 +203,17 @@ class ScheduleSpec(_Model):
     decay_fraction: float = Field(0.2, gt=0.0, le=1.0, description="wsd: share of steps decaying")
     decay_shape: Literal["linear", "cosine", "1-sqrt"] = "linear"
     plateau_lr: float | None = Field(None, gt=0.0, description="infinite: constant plateau LR")
-    cooldown_steps: NonNegInt = Field(0, description="infinite: cosine from peak to plateau")
-    anneal_steps: NonNegInt = Field(0, description="infinite: final anneal plateau -> min_lr")
+    cooldown_steps: Annotated[int, Field(ge=0, le=MAX_STEP)] = Field(
+        0, description="infinite: cosine from peak to plateau"
+    )
+    anneal_steps: Annotated[int, Field(ge=0, le=MAX_STEP)] = Field(
+        0, description="infinite: final anneal plateau -> min_lr"
+    )
 
 
 class DenseEvalSpec(_Model):
-    interval: PosInt
-    steps: PosInt = Field(description="dense evaluation during the first N steps of the stage")
+    interval: Steps
+    steps: Steps = Field(description="dense evaluation during the first N steps of the stage")
 
 
 class CurriculumSpec(_Model):
@@ -188,31 +228,40 @@ class CurriculumSpec(_Model):
 
 
 class EvalSetSpec(SourceSpec):
-    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.-]+$")
     split: Literal["heldout", "train"] = "heldout"
     kind: Literal["lm", "classification"] = "lm"
-    max_batches: PosInt = Field(4, description="evaluation cost budget, in batches")
-    batch_size: PosInt = 32
-    seq_len: PosInt = 64
+    max_batches: Annotated[int, Field(gt=0, le=10_000)] = Field(
+        4, description="evaluation cost budget, in batches"
+    )
+    batch_size: Width = 32
+    seq_len: Annotated[int, Field(gt=0, le=131_072)] = 64
+
+
+Name = Annotated[str, Field(min_length=1, max_length=100)]
 
 
 class StageSpec(_Model):
-    name: str = Field(min_length=1)
+    name: Name
     objective: Literal["causal_lm", "sft", "classification"]
     data: list[DataSpec] = Field(min_length=1)
     replay: list[ReplaySpec] = Field(default_factory=list)
-    steps: PosInt | None = Field(None, description="budget in optimizer steps")
-    tokens: PosInt | None = Field(None, description="budget in tokens (LM objectives)")
-    batch_size: PosInt = 16
-    seq_len: PosInt = 64
+    steps: Steps | None = Field(None, description="budget in optimizer steps")
+    tokens: Steps | None = Field(None, description="budget in tokens (LM objectives)")
+    batch_size: Width = 16
+    seq_len: Annotated[int, Field(gt=0, le=131_072)] = 64
     optimizer: OptimizerSpec = Field(default_factory=OptimizerSpec)
     schedule: ScheduleSpec = Field(default_factory=ScheduleSpec)
     eval_sets: list[str] = Field(default_factory=list)
-    eval_interval: PosInt = 50
+    eval_interval: Steps = 50
     dense_eval: DenseEvalSpec | None = None
-    checkpoint_interval: PosInt | None = None
+    checkpoint_interval: Steps | None = Field(
+        None, description="steps between checkpoints (unset: only at the stage's end)"
+    )
     curriculum: CurriculumSpec | None = None
-    task: str | None = Field(None, description="eval set that is this stage's own task")
+    task: str | None = Field(
+        None, max_length=100, description="eval set that is this stage's own task"
+    )
 
     @property
     def num_steps(self) -> int:
@@ -223,14 +272,18 @@ class StageSpec(_Model):
 
 
 class Plan(_Model):
-    name: str = Field(min_length=1)
-    seed: int = 0
+    name: Name
+    seed: int = Field(0, ge=0, le=2**63 - 1)
     model: ModelSpec = Field(default_factory=ModelSpec)
     eval_sets: list[EvalSetSpec] = Field(default_factory=list)
     stages: list[StageSpec] = Field(min_length=1)
-    keep_last: PosInt = Field(2, description="checkpoints kept besides stage ends")
-    log_interval: PosInt = Field(25, description="steps between metric flushes to the sink")
-    torch_threads: PosInt | None = Field(None, description="default: $STAGEWISE_TORCH_THREADS or 1")
+    keep_last: Annotated[int, Field(gt=0, le=1000)] = Field(
+        2, description="checkpoints kept besides stage ends"
+    )
+    log_interval: Steps = Field(25, description="steps between metric flushes to the sink")
+    torch_threads: Annotated[int, Field(gt=0, le=1024)] | None = Field(
+        None, description="default: $STAGEWISE_TORCH_THREADS or 1"
+    )
 
     def stage_bounds(self) -> list[tuple[int, int]]:
         """(start, end) global steps of each stage: stage i runs steps start+1 .. end."""
@@ -263,12 +316,62 @@ class PlanError(ValueError):
         super().__init__("\n".join(f"{e['path']}: {e['message']}" for e in errors))
 
 
+def _limit_errors(plan: Plan, limits: PlanLimits) -> list[dict[str, str]]:
+    """Budgets and sizes over ``limits`` (a plan within them cannot exhaust a worker)."""
+    errs: list[dict[str, str]] = []
+
+    def over(path: str, value: int, top: int, what: str = "") -> None:
+        if value > top:
+            errs.append({"path": path, "message": f"{what or 'must be'} at most {top:,}"})
+
+    over("stages", len(plan.stages), limits.max_stages, "a plan may have")
+    over("eval_sets", len(plan.eval_sets), limits.max_eval_sets, "a plan may have")
+    total = 0
+    for i, st in enumerate(plan.stages):
+        p = f"stages.{i}"
+        over(f"{p}.batch_size", st.batch_size, limits.max_batch_size)
+        over(f"{p}.seq_len", st.seq_len, limits.max_seq_len)
+        over(f"{p}.data", len(st.data), limits.max_sources, "a stage may have")
+        over(f"{p}.replay", len(st.replay), limits.max_sources, "a stage may have")
+        if (st.steps is None) == (st.tokens is None):
+            continue  # reported by the semantic rules
+        n = st.num_steps
+        total += n
+        unit = "steps" if st.steps is not None else "tokens"
+        if n > limits.max_stage_steps:
+            why = "" if unit == "steps" else f" ({n:,} steps at this batch and sequence length)"
+            errs.append(
+                {
+                    "path": f"{p}.{unit}",
+                    "message": f"the stage budget is at most {limits.max_stage_steps:,} steps"
+                    + why,
+                }
+            )
+    if total > limits.max_total_steps:
+        errs.append(
+            {
+                "path": "stages",
+                "message": f"the stages add up to {total:,} steps; at most "
+                f"{limits.max_total_steps:,}",
+            }
+        )
+    for j, es in enumerate(plan.eval_sets):
+        over(f"eval_sets.{j}.batch_size", es.batch_size, limits.max_batch_size)
+        over(f"eval_sets.{j}.seq_len", es.seq_len, limits.max_seq_len)
+    return errs
+
+
 def _semantic_errors(plan: Plan, check_files: bool) -> list[dict[str, str]]:
     """Cross-field rules pydantic cannot express per field."""
     errs: list[dict[str, str]] = []
 
     def err(path: str, msg: str) -> None:
         errs.append({"path": path, "message": msg})
+
+    stage_names = [st.name for st in plan.stages]
+    for i, n in enumerate(stage_names):
+        if stage_names.index(n) != i:
+            err(f"stages.{i}.name", f"duplicate stage name {n!r}")
 
     names = [e.name for e in plan.eval_sets]
     for i, n in enumerate(names):
@@ -330,6 +433,8 @@ def _semantic_errors(plan: Plan, check_files: bool) -> list[dict[str, str]]:
             err(f"{p}.task", f"eval set {st.task!r} is not defined in eval_sets")
         if st.dense_eval and st.dense_eval.interval > st.dense_eval.steps:
             err(f"{p}.dense_eval.interval", "must not exceed dense_eval.steps")
+        if st.steps is not None and st.schedule.warmup_steps > st.steps:
+            err(f"{p}.schedule.warmup_steps", f"exceeds the stage's steps ({st.steps})")
         sources_so_far.append(refs)
     if check_files:
         specs: list[tuple[str, SourceSpec]] = [
@@ -349,11 +454,31 @@ def _loc(loc: tuple[Any, ...]) -> str:
     return ".".join(str(x) for x in loc if not (isinstance(x, str) and x.startswith("function-")))
 
 
-def validate_plan(data: dict[str, Any], *, check_files: bool = True) -> Plan:
+def validate_plan(
+    data: dict[str, Any], *, check_files: bool = True, limits: PlanLimits = DEFAULT_LIMITS
+) -> Plan:
     """Parse and check a plan; raise PlanError with every problem found. ``check_files=False``
-    skips checking that ``file:`` sources and ``model.path`` exist on this machine."""
+    skips checking that ``file:`` sources and ``model.path`` exist on this machine; ``limits``
+    bounds budgets and sizes (the server passes its settings)."""
     if not isinstance(data, dict):
         raise PlanError([{"path": "(root)", "message": "plan must be a JSON object"}])
+    try:
+        size = len(json.dumps(data, separators=(",", ":"), allow_nan=False))
+    except (RecursionError, ValueError, TypeError) as exc:
+        why = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+        raise PlanError(
+            [{"path": "(root)", "message": f"not a storable JSON plan: {why}"}]
+        ) from None
+    if size > limits.max_plan_bytes:
+        raise PlanError(
+            [
+                {
+                    "path": "(root)",
+                    "message": f"the plan is {size:,} bytes of JSON; at most "
+                    f"{limits.max_plan_bytes:,}",
+                }
+            ]
+        )
     try:
         plan = Plan.model_validate(data, context={"check_files": check_files})
     except ValidationError as e:
@@ -362,7 +487,7 @@ def validate_plan(data: dict[str, Any], *, check_files: bool = True) -> Plan:
             msg = x["msg"].removeprefix("Value error, ")
             errors.append({"path": _loc(x["loc"]) or "(root)", "message": msg})
         raise PlanError(errors) from None
-    errors = _semantic_errors(plan, check_files)
+    errors = _limit_errors(plan, limits) + _semantic_errors(plan, check_files)
     if errors:
         raise PlanError(errors)
     return plan

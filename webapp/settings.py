@@ -236,6 +236,19 @@ STAGEWISE_HEARTBEAT_SECONDS = env.float("STAGEWISE_HEARTBEAT_SECONDS", default=1
 # An external run (trained elsewhere) with no report for this long is marked stale in the UI.
 STAGEWISE_EXTERNAL_STALE_SECONDS = env.int("STAGEWISE_EXTERNAL_STALE_SECONDS", default=600)
 
+# Plan limits (trainers.plan.PlanLimits): a plan over them is a 400 naming the field, so one
+# request cannot ask a worker (or the web process) for an absurd allocation. README lists them.
+STAGEWISE_PLAN_LIMITS = {
+    "max_stages": env.int("STAGEWISE_MAX_STAGES", default=64),
+    "max_stage_steps": env.int("STAGEWISE_MAX_STAGE_STEPS", default=10_000_000),
+    "max_total_steps": env.int("STAGEWISE_MAX_TOTAL_STEPS", default=100_000_000),
+    "max_batch_size": env.int("STAGEWISE_MAX_BATCH_SIZE", default=65_536),
+    "max_seq_len": env.int("STAGEWISE_MAX_SEQ_LEN", default=131_072),
+    "max_eval_sets": env.int("STAGEWISE_MAX_EVAL_SETS", default=64),
+    "max_sources": env.int("STAGEWISE_MAX_SOURCES", default=64),
+    "max_plan_bytes": env.int("STAGEWISE_MAX_PLAN_BYTES", default=1_000_000),
+}
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

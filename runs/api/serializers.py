@@ -2,7 +2,7 @@
 
 from rest_framework import serializers
 
-from runs.models import Checkpoint, Pipeline, Queue, Run, StageDefinition, StageRun
+from runs.models import Checkpoint, Pipeline, Queue, Run, StageRun
 from runs.selectors.dashboard import external_report_status
 from runs.selectors.runs import run_analysis_summary
 
@@ -129,20 +129,23 @@ class SeriesQuery(serializers.Serializer):
         return attrs
 
 
-class StageDefinitionIO(serializers.ModelSerializer):
-    class Meta:
-        model = StageDefinition
-        exclude = ["id", "pipeline"]
+class StageSummaryOut(serializers.Serializer):
+    name = serializers.CharField()
+    budget = serializers.IntegerField()
+    unit = serializers.ChoiceField(choices=["steps", "tokens"])
 
 
 class PipelineIO(serializers.ModelSerializer):
-    stages = StageDefinitionIO(many=True, read_only=True)
     team = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+    plan = serializers.JSONField(help_text="the plan exactly as saved (see trainers/plan.py)")
+    stages = StageSummaryOut(
+        source="stage_summaries", many=True, read_only=True, help_text="read from the plan"
+    )
 
     class Meta:
         model = Pipeline
-        fields = ["id", "team", "name", "description", "model_spec", "eval_sets", "seed", "extra",
-                  "stages", "created_at", "updated_at"]  # fmt: skip
+        fields = ["id", "team", "name", "description", "plan", "stages", "created_at",
+                  "updated_at"]  # fmt: skip
 
 
 class PipelineIn(serializers.Serializer):

@@ -1,7 +1,7 @@
 from runs.models.analysis import RunAnalysis
 from runs.models.datasets import Dataset, DatasetVersion
 from runs.models.metrics import MetricPoint, Series, SeriesRollup
-from runs.models.pipelines import Pipeline, StageDefinition
+from runs.models.pipelines import Pipeline
 from runs.models.queues import Queue, WorkerLease
 from runs.models.runs import Checkpoint, InvalidTransition, Run, RunState, StageRun, StageState
 from runs.models.teams import Membership, Role, Team
@@ -21,7 +21,6 @@ __all__ = [
     "RunState",
     "Series",
     "SeriesRollup",
-    "StageDefinition",
     "StageRun",
     "StageState",
     "Team",

@@ -5,10 +5,9 @@ from runs.selectors.teams import team_ids_for
 
 
 def pipeline_list(*, user) -> QuerySet[Pipeline]:
-    """The user's teams' pipelines with their stages, by name."""
+    """The user's teams' pipelines, by name."""
     return (
         Pipeline.objects.filter(team_id__in=team_ids_for(user))
         .select_related("team")
-        .prefetch_related("stages")
         .order_by("name")
     )

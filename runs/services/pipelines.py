@@ -8,20 +8,15 @@ from typing import Any
 from django.db import IntegrityError, transaction
 
 from runs.models import Pipeline
-from runs.services.plans import (
-    pipeline_fields_from_plan,
-    pipeline_name_taken,
-    pipeline_stages_replace,
-    plan_validate_storable,
-)
+from runs.services.plans import pipeline_name_taken, plan_validate_storable
 
 
 @transaction.atomic
 def pipeline_update(
     *, pipeline: Pipeline, plan: dict[str, Any], description: str | None = None
 ) -> Pipeline:
-    """Replace the pipeline's name, model, eval sets, seed and stages with the plan's, keeping
-    its id (a rename stays the same pipeline). ``description=None`` keeps the stored one.
+    """Replace the pipeline's plan (its name included), keeping its id (a rename stays the
+    same pipeline). ``description=None`` keeps the stored one.
     Raises ValidationError keyed by plan field path; on error nothing is changed."""
     data = plan_validate_storable(plan)
     pipeline = Pipeline.objects.select_for_update().get(pk=pipeline.pk)
@@ -30,8 +25,7 @@ def pipeline_update(
     if others.filter(name=name).exists():
         raise pipeline_name_taken(name)
     pipeline.name = name
-    for field, value in pipeline_fields_from_plan(data).items():
-        setattr(pipeline, field, value)
+    pipeline.plan = data
     if description is not None:
         pipeline.description = description
     try:
@@ -39,13 +33,12 @@ def pipeline_update(
             pipeline.save()
     except IntegrityError:
         raise pipeline_name_taken(name) from None
-    pipeline_stages_replace(pipeline=pipeline, stages=data["stages"])
     return pipeline
 
 
 @transaction.atomic
 def pipeline_delete(*, pipeline: Pipeline) -> int:
-    """Delete the pipeline and its stage definitions. Its runs stay, with their plan
+    """Delete the pipeline. Its runs stay, with their plan
     snapshots; their pipeline link becomes null. Returns how many runs were unlinked."""
     pipeline = Pipeline.objects.select_for_update().get(pk=pipeline.pk)
     unlinked = pipeline.runs.count()

@@ -24,7 +24,7 @@ from runs.models import (
 )
 from runs.services.analysis import analysis_seed_fork
 from runs.services.errors import QueueAccessDenied
-from runs.services.plans import apply_overrides, pipeline_to_plan, plan_validate
+from runs.services.plans import apply_overrides, plan_validate
 from runs.services.realtime import run_event
 from trainers.plan import Plan
 
@@ -106,7 +106,7 @@ def run_submit(
             raise ValidationError({"queue": ["this field is required"]})
         queue = queue_default_for(team=team)
     queue_check_access(queue=queue, team=team)
-    base = pipeline_to_plan(pipeline) if pipeline is not None else plan
+    base = pipeline.plan if pipeline is not None else plan
     full = apply_overrides(base, overrides or {})
     validated = plan_validate(full, check_files=not external)
     snapshot = validated.model_dump(mode="json")

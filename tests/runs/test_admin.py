@@ -20,7 +20,7 @@ def test_every_registered_model_has_a_working_changelist(admin_client_):
     f.CheckpointFactory()
     f.WorkerLeaseFactory()
     f.DatasetVersionFactory()
-    f.StageDefinitionFactory()
+    f.PipelineFactory()
     for model in admin.site._registry:
         url = reverse(f"admin:{model._meta.app_label}_{model._meta.model_name}_changelist")
         assert admin_client_.get(url).status_code == 200, url

@@ -7,7 +7,7 @@ import pytest
 from django.test import Client
 from rest_framework.test import APIClient
 
-from runs.models import Pipeline, Run, StageDefinition
+from runs.models import Pipeline, Run
 from runs.services.plans import pipeline_upsert_from_plan
 from runs.services.runs import run_submit
 from tests import factories as f
@@ -32,8 +32,8 @@ def pipeline(team):
     return p
 
 
-def _stage_rows(pipeline) -> list[tuple[int, str]]:
-    return list(pipeline.stages.order_by("order").values_list("pk", "name"))
+def _stored(pipeline) -> dict:
+    return Pipeline.objects.get(pk=pipeline.pk).plan
 
 
 def _url(pipeline) -> str:
@@ -41,7 +41,7 @@ def _url(pipeline) -> str:
 
 
 def test_put_renames_and_replaces_the_stages_keeping_the_id(api, team, pipeline):
-    old_rows = _stage_rows(pipeline)
+    old_rows = _stored(pipeline)
     plan = _plan("lm-renamed")
     plan["stages"] = plan["stages"][:2]
     plan["stages"][1]["name"] = "code-cpt"
@@ -54,14 +54,13 @@ def test_put_renames_and_replaces_the_stages_keeping_the_id(api, team, pipeline)
     assert body["id"] == pipeline.pk
     assert body["name"] == "lm-renamed"
     assert body["description"] == "two stages"
-    assert body["seed"] == 7
-    assert [s["name"] for s in body["stages"]] == [old_rows[0][1], "code-cpt"]
+    assert body["plan"]["seed"] == 7
+    assert body["plan"] == plan
+    assert [s["name"] for s in body["stages"]] == [old_rows["stages"][0]["name"], "code-cpt"]
     assert list(Pipeline.objects.filter(team=team).values_list("pk", "name")) == [
         (pipeline.pk, "lm-renamed")
     ]
-    new_rows = _stage_rows(pipeline)
-    assert [n for _, n in new_rows] == [old_rows[0][1], "code-cpt"]
-    assert not StageDefinition.objects.filter(pk__in=[pk for pk, _ in old_rows]).exists()
+    assert _stored(pipeline) == plan
     listed = api.get("/api/pipelines/").json()
     assert [p["name"] for p in listed["results"]] == ["lm-renamed"]
 
@@ -78,7 +77,7 @@ def test_put_without_description_keeps_it_and_blank_clears_it(api, pipeline):
 
 def test_rename_to_a_name_the_team_already_uses_is_400_on_name(api, team, pipeline):
     other = pipeline_upsert_from_plan(team=team, plan=_plan("taken"))
-    rows = _stage_rows(pipeline)
+    rows = _stored(pipeline)
 
     r = api.put(_url(pipeline), {"plan": _plan("taken")}, format="json")
 
@@ -86,7 +85,7 @@ def test_rename_to_a_name_the_team_already_uses_is_400_on_name(api, team, pipeli
     assert "already has a pipeline named 'taken'" in r.json()["errors"]["name"][0]
     pipeline.refresh_from_db()
     assert pipeline.name == "lm"
-    assert _stage_rows(pipeline) == rows
+    assert _stored(pipeline) == rows
     assert Pipeline.objects.filter(team=team, name="taken").get().pk == other.pk
 
 
@@ -96,7 +95,7 @@ def test_the_same_name_in_another_team_is_fine(api, pipeline):
 
 
 def test_invalid_stages_are_400_with_the_path_and_change_nothing(api, pipeline):
-    rows = _stage_rows(pipeline)
+    rows = _stored(pipeline)
     plan = _plan("lm-renamed")
     plan["stages"][1]["eval_interval"] = 0
     plan["stages"][2]["data"] = []
@@ -109,7 +108,7 @@ def test_invalid_stages_are_400_with_the_path_and_change_nothing(api, pipeline):
     assert "stages.2.data" in errors
     pipeline.refresh_from_db()
     assert (pipeline.name, pipeline.description) == ("lm", "three stages")
-    assert _stage_rows(pipeline) == rows
+    assert _stored(pipeline) == rows
 
 
 @pytest.mark.parametrize(
@@ -122,17 +121,18 @@ def test_invalid_stages_are_400_with_the_path_and_change_nothing(api, pipeline):
         (lambda p: p["stages"][0].update(batch_size=2**31), "stages.0.batch_size"),
     ],
 )  # fmt: skip
-def test_plans_the_rows_cannot_hold_are_400_not_500(api, pipeline, change, field):
-    """Valid for trainers, but a stage row cannot hold them (unique stage names, warmup
-    within the budget, column sizes): a field error for PUT and POST, nothing stored."""
-    rows = _stage_rows(pipeline)
+def test_plans_out_of_bounds_are_400_not_500(api, pipeline, change, field):
+    """Plans the engine cannot run or a column cannot hold (unique stage names, warmup
+    within the budget, sizes over the limits): a field error for PUT and POST, nothing
+    stored."""
+    rows = _stored(pipeline)
     plan = _plan("lm")
     change(plan)
 
     r = api.put(_url(pipeline), {"plan": plan}, format="json")
     assert r.status_code == 400, r.content
     assert field in r.json()["errors"]
-    assert _stage_rows(pipeline) == rows
+    assert _stored(pipeline) == rows
 
     plan["name"] = plan["name"] if field == "name" else "brand-new"
     r = api.post("/api/pipelines/", {"plan": plan}, format="json")
@@ -150,7 +150,7 @@ def test_put_needs_a_plan_object(api, pipeline, body):
 
 def test_viewer_can_read_but_not_update_or_delete(team, pipeline):
     viewer = _client("viewer", team)
-    rows = _stage_rows(pipeline)
+    rows = _stored(pipeline)
     assert viewer.get(_url(pipeline)).status_code == 200
     r = viewer.put(_url(pipeline), {"plan": _plan("by-viewer")}, format="json")
     assert r.status_code == 403
@@ -158,7 +158,7 @@ def test_viewer_can_read_but_not_update_or_delete(team, pipeline):
     assert viewer.delete(_url(pipeline)).status_code == 403
     pipeline.refresh_from_db()
     assert pipeline.name == "lm"
-    assert _stage_rows(pipeline) == rows
+    assert _stored(pipeline) == rows
 
 
 def test_other_teams_pipelines_are_not_found(pipeline):
@@ -192,7 +192,6 @@ def test_update_and_delete_never_change_existing_runs(api, user, team, queue, pi
 
     assert r.status_code == 204
     assert not Pipeline.objects.filter(pk=pipeline.pk).exists()
-    assert not StageDefinition.objects.filter(pipeline_id=pipeline.pk).exists()
     run.refresh_from_db()
     assert run.plan == snapshot
     assert run.pipeline_id is None
@@ -227,13 +226,13 @@ def test_the_openapi_schema_documents_put_and_delete(api):
 
 
 def test_post_refuses_a_taken_name_unless_asked_to_replace(api, team, pipeline):
-    rows = _stage_rows(pipeline)
+    rows = _stored(pipeline)
     plan = _plan("lm")
     plan["stages"] = plan["stages"][:1]
     r = api.post("/api/pipelines/", {"plan": plan}, format="json")
     assert r.status_code == 400
     assert "already has a pipeline named 'lm'" in r.json()["errors"]["name"][0]
-    assert _stage_rows(pipeline) == rows
+    assert _stored(pipeline) == rows
 
     r = api.post("/api/pipelines/", {"plan": plan, "replace": True}, format="json")
     assert r.status_code == 201, r.content
@@ -241,22 +240,18 @@ def test_post_refuses_a_taken_name_unless_asked_to_replace(api, team, pipeline):
     assert [s["name"] for s in r.json()["stages"]] == [plan["stages"][0]["name"]]
 
 
-def test_top_level_plan_settings_without_a_column_survive_create_and_update(api, team):
-    from runs.services.plans import pipeline_to_plan
-
+def test_top_level_plan_settings_survive_create_and_update(api, team):
     plan = {**_plan("lm-settings"), "log_interval": 7, "keep_last": 3, "torch_threads": 2}
     r = api.post("/api/pipelines/", {"plan": plan}, format="json")
     assert r.status_code == 201, r.content
-    assert r.json()["extra"] == {"log_interval": 7, "keep_last": 3, "torch_threads": 2}
+    assert r.json()["plan"] == plan
     stored = Pipeline.objects.get(pk=r.json()["id"])
-    assert {k: pipeline_to_plan(stored)[k] for k in ("log_interval", "keep_last")} == {
-        "log_interval": 7,
-        "keep_last": 3,
-    }
+    assert stored.plan == plan
     plan["log_interval"] = 11
     del plan["torch_threads"]
     r = api.put(f"/api/pipelines/{stored.pk}/", {"plan": plan}, format="json")
     assert r.status_code == 200, r.content
-    assert r.json()["extra"] == {"log_interval": 11, "keep_last": 3}
+    assert r.json()["plan"] == plan
+    assert "torch_threads" not in Pipeline.objects.get(pk=stored.pk).plan
     run = run_submit(team=team, queue=f.QueueFactory(), pipeline=Pipeline.objects.get(pk=stored.pk))
     assert (run.plan["log_interval"], run.plan["keep_last"]) == (11, 3)

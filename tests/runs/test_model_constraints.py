@@ -55,23 +55,7 @@ CASES = {
         (p := f.PipelineFactory()),
         f.PipelineFactory(team=p.team, name=p.name),
     ),
-    "pipeline_seed_gte_0": lambda: f.PipelineFactory(seed=-1),
-    "stage_unique_order": lambda: (
-        (s := f.StageDefinitionFactory()),
-        f.StageDefinitionFactory(pipeline=s.pipeline, order=s.order),
-    ),
-    "stage_unique_name": lambda: (
-        (s := f.StageDefinitionFactory()),
-        f.StageDefinitionFactory(pipeline=s.pipeline, name=s.name),
-    ),
-    "stage_objective_valid": lambda: f.StageDefinitionFactory(objective="rlhf-magic"),
-    "stage_replay_ratio_0_1": lambda: f.StageDefinitionFactory(replay_ratio=-0.1),
-    "stage_budget_gt_0": lambda: f.StageDefinitionFactory(budget=0),
-    "stage_batch_size_gt_0": lambda: f.StageDefinitionFactory(batch_size=0),
-    "stage_seq_len_gt_0": lambda: f.StageDefinitionFactory(seq_len=0),
-    "stage_eval_interval_gt_0": lambda: f.StageDefinitionFactory(eval_interval=0),
-    "stage_checkpoint_interval_gt_0": lambda: f.StageDefinitionFactory(checkpoint_interval=0),
-    "stage_warmup_within_budget": lambda: f.StageDefinitionFactory(budget=10, warmup_steps=11),
+    "pipeline_name_is_plan_name": lambda: f.PipelineFactory(plan={"name": "another", "stages": []}),
     "queue_max_concurrent_gte_1": lambda: f.QueueFactory(max_concurrent=0),
     "queue_name_key": lambda: ((q := f.QueueFactory()), f.QueueFactory(name=q.name)),
     "lease_expires_after_beat": lambda: f.WorkerLeaseFactory(
@@ -146,4 +130,4 @@ def test_valid_rows_are_accepted():
     ckpt = f.CheckpointFactory(stage_run=f.StageRunFactory(run=run))
     fork = f.RunFactory(parent=run, fork_checkpoint=ckpt)
     assert fork.parent_id == run.pk
-    f.StageDefinitionFactory(replay_ratio=1.0, warmup_steps=100, budget=100)
+    f.PipelineFactory()

@@ -1,7 +1,6 @@
 import pytest
 
 from runs.services.demo import example_plans, seed_examples
-from runs.services.plans import pipeline_to_plan
 from trainers.plan import validate_plan
 
 
@@ -11,6 +10,6 @@ def test_examples_survive_the_round_trip_through_the_database(team):
     assert len(pipelines) == len(example_plans()) >= 3
     for plan, pipeline in zip(example_plans(), pipelines, strict=True):
         original = validate_plan(plan).model_dump(mode="json")
-        stored = validate_plan(pipeline_to_plan(pipeline)).model_dump(mode="json")
+        stored = validate_plan(pipeline.plan).model_dump(mode="json")
         assert stored == original
     assert seed_examples(team=team) == []  # idempotent, keeps edits
