@@ -47,7 +47,7 @@ def bench_direct(run_id: int, batches: list[list[tuple]]) -> float:
     n = 0
     for rows in batches:
         pts = [IngestPoint(k, s, v, t) for k, s, v, t in rows]
-        n += ingest_points(run_id=run_id, stage_run_id=None, points=pts)
+        n += ingest_points(run_id=run_id, points=pts)
     return n / (time.perf_counter() - t0)
 
 

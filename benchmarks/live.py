@@ -146,7 +146,7 @@ def produce(run_id: int, per_batch: int, batches: int, period: float, sent, call
         pts = [IngestPoint(KEY, step + i, 1.0 / (step + i + 1)) for i in range(per_batch)]
         t0 = time.time()
         sent[(run_id, step)] = t0
-        ingest_points(run_id=run_id, stage_run_id=None, points=pts)
+        ingest_points(run_id=run_id, points=pts)
         call_times.append((t0, time.time() - t0))
         step += per_batch
     close_old_connections()

@@ -44,7 +44,7 @@ def ingest_series(run_id: int, n: int, batch: int) -> float:
             IngestPoint(KEY, s, value(s), 1_700_000_000.0 + s)
             for s in range(lo, min(n, lo + batch))
         ]
-        ingest_points(run_id=run_id, stage_run_id=None, points=pts, publish=False)
+        ingest_points(run_id=run_id, points=pts, publish=False)
     return time.perf_counter() - t0
 
 

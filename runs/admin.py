@@ -245,7 +245,7 @@ class WorkerLeaseAdmin(admin.ModelAdmin):
 
 @admin.register(Series)
 class SeriesAdmin(admin.ModelAdmin):
-    list_display = ["run", "stage_run", "key", "count", "first_step", "last_step"]
+    list_display = ["run", "key", "count", "first_step", "last_step"]
     search_fields = ["key", "run__name"]
     readonly_fields = ["count", "first_step", "last_step"]
 

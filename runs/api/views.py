@@ -31,10 +31,11 @@ from runs.selectors.series import (
 )
 from runs.services import runs as run_services
 from runs.services.errors import QueueAccessDenied
-from runs.services.external import external_stage_report, run_points_ingest
+from runs.services.external import external_stage_report
 from runs.services.ingest import IngestError, parse_points
 from runs.services.pipelines import pipeline_delete, pipeline_update
 from runs.services.plans import pipeline_upsert_from_plan
+from runs.services.points import points_from_client
 
 
 class RunListCreate(ListAPIView):
@@ -144,8 +145,11 @@ class RunStageReport(APIView):
 
 
 class RunMetrics(APIView):
-    """POST a batch of up to 50,000 points (``"stage": i`` files them under stage i); GET
-    lists the run's series keys."""
+    """POST a batch of up to 50,000 points of an external run (a point is identified by
+    (run, key, step): a re-sent one replaces; ``"stage": i`` only narrows the steps allowed
+    to stage i's). Steps are integers from 0 to 2**53 - 1 within the run's stages. 409 for a
+    run Stagewise's workers execute and for a finished, failed or canceled run. GET lists
+    the run's series keys."""
 
     @extend_schema(request=None, responses={200: dict})
     def post(self, request, run_id: int):
@@ -156,7 +160,7 @@ class RunMetrics(APIView):
             raise DjangoValidationError({"stage": ["must be a stage index (an integer >= 0)"]})
         try:
             points = parse_points(body.get("points"), limit=s.MAX_POINTS_PER_REQUEST)
-            n = run_points_ingest(run=run, points=points, stage_index=stage)
+            n = points_from_client(run=run, points=points, stage_index=stage)
         except IngestError as exc:
             return Response(
                 {"detail": str(exc), "index": exc.index, "field": exc.field, "reason": exc.reason},

@@ -34,7 +34,7 @@ def execute(stage_run_id: int, token: str) -> str:
     if sr is None:
         return "skipped: stage run is held by another worker or not runnable"
     run = sr.run
-    sink = DjangoSink(sr)
+    sink = DjangoSink(sr, worker_id=worker_id)
     with Heartbeat(stage_run_id=sr.pk, run_id=run.pk, worker_id=worker_id) as hb:
         try:
             plan = validate_plan(run.plan, check_files=True)

@@ -17,8 +17,9 @@ import time
 from django.db import close_old_connections
 
 from runs.models import StageRun
-from runs.services.ingest import IngestError, IngestPoint, ingest_points
-from runs.services.stages import checkpoint_record, stage_progress
+from runs.services.ingest import IngestError, IngestPoint
+from runs.services.points import LeaseLost, points_from_worker
+from runs.services.stages import checkpoint_record
 from trainers.events import CheckpointInfo, Point
 from trainers.sinks import BaseSink
 
@@ -29,8 +30,11 @@ FLUSH_POINTS = 1000
 
 
 class DjangoSink(BaseSink):
-    def __init__(self, stage_run: StageRun, *, flush_seconds: float = FLUSH_SECONDS):
+    def __init__(
+        self, stage_run: StageRun, *, worker_id: str, flush_seconds: float = FLUSH_SECONDS
+    ):
         self.stage_run = stage_run
+        self.worker_id = worker_id
         self.flush_seconds = flush_seconds
         self._buf: list[Point] = []
         self._lock = threading.Lock()
@@ -96,19 +100,21 @@ class DjangoSink(BaseSink):
 
     def _ingest(self, batch: list[Point]) -> None:
         """Store the batch. A point refused for what it is (not for an outage: retrying
-        cannot help) is dropped with an error in the log, and the rest is sent again."""
+        cannot help) is dropped with an error in the log, and the rest is sent again. Once
+        another worker holds the lease, nothing of ours is stored (the heartbeat stops us)."""
         while batch:
             try:
-                ingest_points(
-                    run_id=self.stage_run.run_id,
-                    stage_run_id=self.stage_run.pk,
+                points_from_worker(
+                    stage_run=self.stage_run,
+                    worker_id=self.worker_id,
                     points=[IngestPoint(p.key, p.step, p.value, p.time) for p in batch],
                 )
             except IngestError as exc:
                 log.error("stage run %s: dropped %s (%s)", self.stage_run.pk, batch[exc.index], exc)
                 del batch[exc.index]
                 continue
-            stage_progress(stage_run_id=self.stage_run.pk, step=max(p.step for p in batch))
+            except LeaseLost as exc:
+                log.warning("dropped %d points: %s", len(batch), exc)
             return
 
     def _loop(self) -> None:

@@ -10,10 +10,11 @@ from django.db.models import F, Q
 
 
 class Series(models.Model):
+    """All points of one key of one run, across its stages: a point is identified by (run,
+    key, step), and the stage it belongs to follows from its step and the run's stage
+    bounds (``StageRun.start_step`` < step <= ``end_step``; step 0 is stage 0's)."""
+
     run = models.ForeignKey("runs.Run", on_delete=models.CASCADE, related_name="series")
-    stage_run = models.ForeignKey(
-        "runs.StageRun", on_delete=models.CASCADE, null=True, blank=True, related_name="series"
-    )
     key = models.CharField(max_length=200)
     first_step = models.BigIntegerField(null=True, blank=True)
     last_step = models.BigIntegerField(null=True, blank=True)
@@ -22,16 +23,10 @@ class Series(models.Model):
     class Meta:
         verbose_name_plural = "series"
         constraints = [
-            # NULLS NOT DISTINCT: points sent by API clients without a stage share one series.
-            models.UniqueConstraint(
-                fields=["run", "stage_run", "key"],
-                name="series_unique_run_stage_key",
-                nulls_distinct=False,
-            ),
+            models.UniqueConstraint(fields=["run", "key"], name="series_unique_run_key"),
             models.CheckConstraint(condition=~Q(key=""), name="series_key_not_empty"),
             models.CheckConstraint(condition=Q(count__gte=0), name="series_count_gte_0"),
         ]
-        indexes = [models.Index(fields=["run", "key"])]
 
     def __str__(self) -> str:
         return f"{self.run_id}:{self.key}"
@@ -52,6 +47,9 @@ class MetricPoint(models.Model):
     class Meta:
         constraints = [
             models.CheckConstraint(condition=Q(step__gte=0), name="point_step_gte_0"),
+            # trainers.plan.MAX_STEP: steps stay exact in float64 and no bucket arithmetic
+            # on them overflows a bigint.
+            models.CheckConstraint(condition=Q(step__lt=2**53), name="point_step_lt_2_53"),
             models.CheckConstraint(
                 condition=Q(value__gt=float("-inf")) & Q(value__lt=float("inf")),
                 name="point_value_finite",

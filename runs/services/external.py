@@ -1,8 +1,8 @@
 """Runs trained outside Stagewise (a user's own GPU box or cluster job) that report to it.
 
 The client (``trainers.remote.StagewiseSink``) creates the run (``run_submit(external=True)``),
-then reports each stage's start and end and posts its metric batches over the API, the way a
-worker's DjangoSink does in-process; the run then gets the same pages, analysis and exports.
+then reports each stage's start and end and posts its metric batches over the API
+(``runs.services.points.points_from_client``), the way a worker's DjangoSink does in-process; the run then gets the same pages, analysis and exports.
 Stage and run states follow the workers' state machines (``runs.models.runs``), and the
 stage functions of ``runs.services.stages`` make the same changes for both.
 
@@ -25,10 +25,9 @@ from django.utils import timezone
 from runs.models import InvalidTransition, Run, RunState, StageRun, StageState
 from runs.models.runs import STAGE_TRANSITIONS
 from runs.services.errors import Conflict, RunCanceled
-from runs.services.ingest import PointColumns, ingest_points
 from runs.services.realtime import run_event
 from runs.services.runs import run_cancel
-from runs.services.stages import stage_failed, stage_progress, stage_succeeded
+from runs.services.stages import stage_failed, stage_succeeded
 
 # Reported stages hold no worker lease; the stage functions release none under this id.
 EXTERNAL_WORKER = "external"
@@ -37,7 +36,8 @@ REPORTABLE_STATES = (StageState.RUNNING, StageState.SUCCEEDED, StageState.FAILED
 _DONE = (StageState.SUCCEEDED, StageState.SKIPPED)
 
 
-def _touch(run_id: int) -> None:
+def external_touch(run_id: int) -> None:
+    """Stamp the run's last sign of life (``Run.last_report_at``)."""
     Run.objects.filter(pk=run_id).update(last_report_at=timezone.now())
 
 
@@ -78,7 +78,7 @@ def external_stage_report(
         )
     sr = stages[stage_index]
     if sr.state == state:
-        _touch(run.pk)  # a repeated report (a client's retry): alive, nothing else changes
+        external_touch(run.pk)  # a repeated report (a client's retry): alive, nothing else changes
         return sr
     path = _stage_path(sr, state)
     if state == StageState.RUNNING:
@@ -108,29 +108,6 @@ def external_stage_report(
         )
     else:  # canceled on the client (e.g. Ctrl-C): the run ends canceled
         run_cancel(run=run)
-    _touch(run.pk)
+    external_touch(run.pk)
     sr.refresh_from_db()
     return sr
-
-
-def run_points_ingest(*, run: Run, points: PointColumns, stage_index: int | None = None) -> int:
-    """Metric points posted by an API client. With ``stage_index`` they go to that stage
-    run's series and advance its progress (as a worker's sink files them); without, to the
-    run's own series. A canceled external run refuses them (RunCanceled) so that its client
-    stops. ``run`` needs only id, external and state loaded."""
-    if run.external and run.state == RunState.CANCELED:
-        raise RunCanceled()
-    stage_run_id = None
-    if stage_index is not None:
-        ids = dict(StageRun.objects.filter(run_id=run.pk).values_list("stage_index", "pk"))
-        stage_run_id = ids.get(stage_index)
-        if stage_run_id is None:
-            raise ValidationError(
-                {"stage": [f"run {run.pk} has stages 0 to {len(ids) - 1}, not {stage_index}"]}
-            )
-    n = ingest_points(run_id=run.pk, stage_run_id=stage_run_id, points=points)
-    if stage_run_id is not None and n:
-        stage_progress(stage_run_id=stage_run_id, step=int(max(points.steps)))
-    if run.external:
-        _touch(run.pk)
-    return n

@@ -32,6 +32,7 @@ from runs.services.ingest_batch import (
     IngestError,
     IngestPoint,
     PointColumns,
+    StepRange,
     append_rollups,
     batch_from_points,
     bucket_width,
@@ -44,6 +45,7 @@ __all__ = [
     "IngestError",
     "IngestPoint",
     "PointColumns",
+    "StepRange",
     "bucket_width",
     "ingest_points",
     "parse_points",
@@ -119,32 +121,34 @@ ON CONFLICT (series_id, level, bucket) DO UPDATE SET
     count = r.count + EXCLUDED.count"""
 
 _LOCK_SERIES = """
-SELECT id, key, last_step FROM runs_series
-WHERE run_id = %s AND stage_run_id IS NOT DISTINCT FROM %s::bigint AND key = ANY(%s)
+SELECT id, key, last_step FROM runs_series WHERE run_id = %s AND key = ANY(%s)
 ORDER BY id FOR UPDATE"""
 
 
 def ingest_points(
     *,
     run_id: int,
-    stage_run_id: int | None,
     points: Sequence[IngestPoint] | PointColumns,
+    step_range: StepRange | None = None,
     publish: bool = True,
 ) -> int:
-    """Store a batch of points for one run (and stage run). Returns the number accepted."""
+    """Store a batch of points of one run; a point is identified by (run, key, step), so a
+    re-sent one replaces the stored one. ``step_range`` (the writer's stage, or the whole
+    run) refuses points outside it with an IngestError naming the first. Returns the number
+    accepted. Who may write is the callers' business (``runs.services.points``)."""
     received = len(points.keys) if isinstance(points, PointColumns) else len(points)
     if not received:
         return 0
-    batch = batch_from_points(points, time.time())
+    batch = batch_from_points(points, time.time(), step_range)
     with transaction.atomic(), connection.cursor() as cur:
         cur.execute(_TMP if settings.STAGEWISE_INGEST_SYNC_COMMIT else _TMP + ";" + _ASYNC_COMMIT)
         cur.execute(
-            """INSERT INTO runs_series (run_id, stage_run_id, key, count)
-               SELECT %s, %s, k, 0 FROM unnest(%s::text[]) AS k
-               ON CONFLICT (run_id, stage_run_id, key) DO NOTHING""",
-            [run_id, stage_run_id, batch.keys],
+            """INSERT INTO runs_series (run_id, key, count)
+               SELECT %s, k, 0 FROM unnest(%s::text[]) AS k
+               ON CONFLICT (run_id, key) DO NOTHING""",
+            [run_id, batch.keys],
         )
-        cur.execute(_LOCK_SERIES, [run_id, stage_run_id, batch.keys])
+        cur.execute(_LOCK_SERIES, [run_id, batch.keys])
         stored = {key: (sid, last) for sid, key, last in cur.fetchall()}
         ids = np.array([stored[k][0] for k in batch.keys], dtype=np.int64)
         series_id = ids[batch.code]

@@ -18,11 +18,20 @@ from typing import NamedTuple
 
 import numpy as np
 
+from trainers.plan import MAX_STEP
+
 ROLLUP_BASE = 16  # steps per bucket at level 0
 ROLLUP_FANOUT = 4  # each level's buckets are 4x wider than the level below
 ROLLUP_LEVELS = 10  # level 9 buckets span 16 * 4**9 ≈ 4.2M steps
 MAX_KEY_LENGTH = 200
-MAX_STEP = 2**63 - 1  # bigint
+
+
+class StepRange(NamedTuple):
+    """The steps a writer may send (inclusive), and what to call them in an error."""
+
+    lo: int
+    hi: int
+    what: str
 
 
 class IngestPoint(NamedTuple):
@@ -86,8 +95,12 @@ _SIMPLE_STEP_TYPES = {int}
 _SIMPLE_NUMBER_TYPES = ({float}, {int}, {float, int})
 
 
-def batch_from_points(points: Sequence[IngestPoint] | PointColumns, now: float) -> Batch:
-    """Validate, sort and de-duplicate. The first bad point raises IngestError."""
+def batch_from_points(
+    points: Sequence[IngestPoint] | PointColumns, now: float, step_range: StepRange | None = None
+) -> Batch:
+    """Validate, sort and de-duplicate. The first bad point raises IngestError. Steps are at
+    most ``MAX_STEP`` and within ``step_range`` when given."""
+    step_range = step_range or StepRange(0, MAX_STEP, "the allowed steps")
     if isinstance(points, PointColumns):
         keys, steps, values, times = points
         simple = len(keys) == len(steps) == len(values) == len(times)
@@ -110,17 +123,17 @@ def batch_from_points(points: Sequence[IngestPoint] | PointColumns, now: float) 
             time_types.add(float)
         if time_types in _SIMPLE_NUMBER_TYPES:
             try:
-                columns = _columns(keys, steps, values, times)
+                columns = _columns(keys, steps, values, times, step_range)
             except (OverflowError, ValueError):
                 pass
     if columns is None:
         if isinstance(points, PointColumns):
             points = list(zip(*points, strict=True))
-        columns = _columns(*_checked_columns(points, now))
+        columns = _columns(*_checked_columns(points, now, step_range), step_range)
     return _sorted(*columns)
 
 
-def _columns(keys, steps, values, times):
+def _columns(keys, steps, values, times, step_range: StepRange):
     n = len(keys)
     distinct = list(dict.fromkeys(keys))
     for k in distinct:
@@ -131,7 +144,10 @@ def _columns(keys, steps, values, times):
     step = np.fromiter(steps, np.int64, n)  # OverflowError past bigint
     value = np.fromiter(values, np.float64, n)  # OverflowError for huge ints
     wall = np.fromiter(times, np.float64, n)
-    if (step < 0).any() or not np.isfinite(value).all() or not np.isfinite(wall).all():
+    lo, hi = step_range.lo, step_range.hi
+    if (step < lo).any() or (step > hi).any():
+        raise ValueError("out of range")
+    if not np.isfinite(value).all() or not np.isfinite(wall).all():
         raise ValueError("out of range")
     return distinct, code, step, value, wall
 
@@ -150,7 +166,7 @@ def _sorted(keys, code, step, value, wall) -> Batch:
     return Batch(keys, code, step, value, wall, starts)
 
 
-def _checked_columns(points: Sequence, now: float):
+def _checked_columns(points: Sequence, now: float, step_range: StepRange):
     """The per-point pass: names the first bad point, or returns normalised columns."""
     keys, steps, values, times = [], [], [], []
     for i, p in enumerate(points):
@@ -167,7 +183,10 @@ def _checked_columns(points: Sequence, now: float):
         if isinstance(step, bool) or not isinstance(step, int) or step < 0:
             raise IngestError(i, "step", "must be a non-negative integer")
         if step > MAX_STEP:
-            raise IngestError(i, "step", f"must be at most {MAX_STEP}")
+            raise IngestError(i, "step", f"must be below 2**53 ({MAX_STEP + 1})")
+        if not step_range.lo <= step <= step_range.hi:
+            lo, hi, what = step_range
+            raise IngestError(i, "step", f"step {step} is outside {what} (steps {lo} to {hi})")
         keys.append(key)
         steps.append(int(step))
         values.append(_number(i, "value", value, "must be finite"))

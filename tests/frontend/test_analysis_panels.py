@@ -38,7 +38,7 @@ def _run(team, queue, state="running", name="cl <i>run</i>"):
 def _ingest(run, points):
     # Note: ingest's per-connection temp tables are emptied at COMMIT, which a django_db test
     # never reaches, so these tests send one batch per run.
-    ingest_points(run_id=run.pk, stage_run_id=None, points=points, publish=False)
+    ingest_points(run_id=run.pk, points=points, publish=False)
 
 
 def _evals_at_stage_ends(run):

@@ -56,7 +56,7 @@ async def _closed_with(comm: WebsocketCommunicator, code: int) -> None:
 async def _ingest(run_id: int, steps: range) -> None:
     pts = [IngestPoint("train/loss", s, 1.0 / (s + 1)) for s in steps]
     pts += [IngestPoint("lr", s, 0.001) for s in steps]
-    await sync_to_async(ingest_points)(run_id=run_id, stage_run_id=None, points=pts)
+    await sync_to_async(ingest_points)(run_id=run_id, points=pts)
 
 
 def test_a_user_of_another_team_cannot_subscribe():

@@ -31,7 +31,6 @@ def test_incremental_analysis_equals_offline_functions_over_random_batches(team,
         batch = rows[i : i + n]
         ingest_points(
             run_id=run.pk,
-            stage_run_id=None,
             points=[IngestPoint(r["key"], r["step"], r["value"]) for r in batch],
             publish=False,
         )
@@ -65,7 +64,6 @@ def test_lr_law_fit_endpoint_fits_and_refuses_too_little_data(api, team, queue):
     loss = lr_law_predict(true, lr, steps)
     ingest_points(
         run_id=run.pk,
-        stage_run_id=None,
         points=[IngestPoint("train/loss", s, v) for s, v in zip(steps, loss, strict=True)],
     )
     body = api.get(f"/api/runs/{run.pk}/lr-law/").json()
@@ -97,7 +95,6 @@ def test_loss_metrics_read_like_accuracy_metrics():
 def _ingest_rows(run, rows):
     ingest_points(
         run_id=run.pk,
-        stage_run_id=None,
         points=[IngestPoint(r["key"], r["step"], r["value"]) for r in rows],
         publish=False,
     )

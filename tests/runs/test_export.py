@@ -40,16 +40,15 @@ def member():
 def test_export_streams_every_raw_point_as_csv_ordered_by_key_and_step(member):
     user, team = member
     run = f.RunFactory(team=team)
-    stage = f.StageRunFactory(run=run, name="prose-pt")
+    f.StageRunFactory(run=run, stage_index=0, name="prose-pt", start_step=0, end_step=20_000)
+    f.StageRunFactory(run=run, stage_index=1, name="code", start_step=20_000, end_step=30_000)
     ingest_points(
         run_id=run.pk,
-        stage_run_id=stage.pk,
         points=[IngestPoint("train/loss", s, 1.0 / (s + 1), 100.0 + s) for s in range(30_000)],
     )
     odd_key = 'eval/a,"quoted"/loss'
     ingest_points(
         run_id=run.pk,
-        stage_run_id=None,
         points=[IngestPoint(odd_key, s, -0.5 * s, 7.25) for s in (20, 10, 0)],
     )
     status, headers, body = _get(user, f"/api/runs/{run.pk}/export/")
@@ -59,15 +58,17 @@ def test_export_streams_every_raw_point_as_csv_ordered_by_key_and_step(member):
     rows = list(csv.reader(io.StringIO(body.decode())))
     assert rows[0] == ["key", "step", "value", "wall_time", "stage"]
     assert rows[1:4] == [
-        [odd_key, "0", "-0", "7.25", ""],
-        [odd_key, "10", "-5", "7.25", ""],
-        [odd_key, "20", "-10", "7.25", ""],
+        [odd_key, "0", "-0", "7.25", "prose-pt"],
+        [odd_key, "10", "-5", "7.25", "prose-pt"],
+        [odd_key, "20", "-10", "7.25", "prose-pt"],
     ]
     loss = rows[4:]
     assert len(loss) == 30_000
     assert [int(r[1]) for r in loss] == list(range(30_000))
     assert all(float(r[2]) == 1.0 / (int(r[1]) + 1) for r in loss)  # exact round trip
-    assert {r[4] for r in loss} == {"prose-pt"}
+    # the stage follows from the step: stage i owns start < step <= end (step 0: stage 0)
+    assert {r[4] for r in loss[:20_001]} == {"prose-pt"}
+    assert {r[4] for r in loss[20_001:]} == {"code"}
 
     status, _, body = _get(user, f"/api/runs/{run.pk}/export/?keys=train/loss,nope")
     assert status == 200

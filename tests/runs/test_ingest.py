@@ -33,7 +33,7 @@ def _stored(run, key):
 
 def test_ingest_stores_points_and_series_counts():
     run = f.RunFactory()
-    n = ingest_points(run_id=run.pk, stage_run_id=None, points=_points("train/loss", range(100)))
+    n = ingest_points(run_id=run.pk, points=_points("train/loss", range(100)))
     assert n == 100
     assert _stored(run, "train/loss") == [(s, s * 0.5) for s in range(100)]
     series = Series.objects.get(run=run, key="train/loss")
@@ -42,9 +42,9 @@ def test_ingest_stores_points_and_series_counts():
 
 def test_replayed_batch_never_duplicates_and_replaces_values():
     run = f.RunFactory()
-    ingest_points(run_id=run.pk, stage_run_id=None, points=_points("k", range(50)))
-    ingest_points(run_id=run.pk, stage_run_id=None, points=_points("k", range(50)))
-    ingest_points(run_id=run.pk, stage_run_id=None, points=_points("k", [10], lambda s: -1.0))
+    ingest_points(run_id=run.pk, points=_points("k", range(50)))
+    ingest_points(run_id=run.pk, points=_points("k", range(50)))
+    ingest_points(run_id=run.pk, points=_points("k", [10], lambda s: -1.0))
     stored = _stored(run, "k")
     assert len(stored) == 50
     assert dict(stored)[10] == -1.0
@@ -60,15 +60,12 @@ def test_rollups_equal_aggregates_of_raw_points_after_replacements():
         chunk = steps[lo : lo + 700]
         ingest_points(
             run_id=run.pk,
-            stage_run_id=None,
             points=[IngestPoint("k", s, values[s]) for s in chunk],
         )
     replaced = rng.sample(steps, 40)
     for s in replaced:
         values[s] = rng.uniform(-50, 50)
-    ingest_points(
-        run_id=run.pk, stage_run_id=None, points=[IngestPoint("k", s, values[s]) for s in replaced]
-    )
+    ingest_points(run_id=run.pk, points=[IngestPoint("k", s, values[s]) for s in replaced])
     series = Series.objects.get(run=run, key="k")
     for level in range(ROLLUP_LEVELS):
         w = bucket_width(level)
@@ -85,13 +82,15 @@ def test_rollups_equal_aggregates_of_raw_points_after_replacements():
             assert r.count == len(pts)
 
 
-def test_stage_series_are_separate_and_batches_may_mix_keys():
+def test_a_point_is_identified_by_run_key_and_step_and_batches_may_mix_keys():
     stage = f.StageRunFactory()
     pts = _points("a", range(10)) + _points("b", range(5))
-    ingest_points(run_id=stage.run_id, stage_run_id=stage.pk, points=pts)
-    ingest_points(run_id=stage.run_id, stage_run_id=None, points=_points("a", range(3)))
-    assert Series.objects.filter(run=stage.run).count() == 3
-    assert Series.objects.get(stage_run=stage, key="a").count == 10
+    ingest_points(run_id=stage.run_id, points=pts)
+    ingest_points(run_id=stage.run_id, points=_points("a", range(3), lambda s: 7.0))
+    assert Series.objects.filter(run=stage.run).count() == 2
+    assert Series.objects.get(run=stage.run, key="a").count == 10
+    stored = dict(MetricPoint.objects.filter(series__key="a").values_list("step", "value"))
+    assert stored == {s: (7.0 if s < 3 else float(s)) for s in range(10)}
 
 
 @pytest.mark.parametrize(
@@ -110,7 +109,7 @@ def test_bad_point_refuses_the_whole_batch(point, field):
     run = f.RunFactory()
     batch = _points("k", range(5)) + [point]
     with pytest.raises(IngestError) as err:
-        ingest_points(run_id=run.pk, stage_run_id=None, points=batch)
+        ingest_points(run_id=run.pk, points=batch)
     assert (err.value.index, err.value.field) == (5, field)
     assert not MetricPoint.objects.filter(series__run=run).exists()
 
@@ -118,7 +117,7 @@ def test_bad_point_refuses_the_whole_batch(point, field):
 def test_temp_tables_are_reused_and_empty_between_batches():
     run = f.RunFactory()
     for lo in (0, 5):
-        ingest_points(run_id=run.pk, stage_run_id=None, points=_points("k", range(lo, lo + 5)))
+        ingest_points(run_id=run.pk, points=_points("k", range(lo, lo + 5)))
     with connection.cursor() as cur:
         cur.execute(
             "SELECT count(*) FROM pg_class WHERE relname IN ('ingest_points', 'ingest_rollups')"
@@ -137,7 +136,6 @@ def test_keys_with_copy_special_characters_and_exact_floats_round_trip():
     values = [1e-300, 0.1 + 0.2, -2.5e300, 123456789.123456789, 5e-324]
     ingest_points(
         run_id=run.pk,
-        stage_run_id=None,
         points=[IngestPoint(key, s, v, 1.5) for s, v in enumerate(values)],
     )
     assert [v for _, v in _stored(run, key)] == values
@@ -159,7 +157,7 @@ def test_keys_with_copy_special_characters_and_exact_floats_round_trip():
 def test_wrong_types_are_refused_with_their_field(point, field):
     run = f.RunFactory()
     with pytest.raises(IngestError) as err:
-        ingest_points(run_id=run.pk, stage_run_id=None, points=_points("k", range(3)) + [point])
+        ingest_points(run_id=run.pk, points=_points("k", range(3)) + [point])
     assert (err.value.index, err.value.field) == (3, field)
 
 
@@ -169,7 +167,6 @@ def test_integer_and_numpy_values_are_accepted():
     run = f.RunFactory()
     ingest_points(
         run_id=run.pk,
-        stage_run_id=None,
         points=[IngestPoint("k", 0, 3), IngestPoint("k", 1, np.float64(0.25), np.float64(2.0))],
     )
     assert _stored(run, "k") == [(0, 3.0), (1, 0.25)]
@@ -223,7 +220,7 @@ def test_any_batch_order_stores_exactly_the_last_value_of_each_step(batches):
     expected: dict[str, dict[int, float]] = {}
     for i, (points, shift) in enumerate(batches):
         batch = [IngestPoint(k, s + shift * i, v) for k, s, v in points]
-        assert ingest_points(run_id=run.pk, stage_run_id=None, points=batch) == len(batch)
+        assert ingest_points(run_id=run.pk, points=batch) == len(batch)
         for p in batch:
             expected.setdefault(p.key, {})[p.step] = p.value
     _assert_exact(run, expected)
@@ -241,7 +238,6 @@ def test_concurrent_batches_of_one_series_queue_up_and_stay_exact():
             for lo in lows:
                 ingest_points(
                     run_id=run.pk,
-                    stage_run_id=None,
                     points=[IngestPoint("k", s, s * 0.25) for s in range(lo, lo + 300)],
                 )
         except BaseException as exc:  # reported by the main thread

@@ -88,13 +88,14 @@ CASES = {
     ),
     "checkpoint_step_gte_0": lambda: f.CheckpointFactory(step=-1),
     "checkpoint_size_gte_0": lambda: f.CheckpointFactory(size_bytes=-1),
-    "series_unique_run_stage_key": lambda: (
+    "series_unique_run_key": lambda: (
         (s := f.SeriesFactory()),
-        f.SeriesFactory(run=s.run, key=s.key),  # stage_run NULL on both: NULLS NOT DISTINCT
+        f.SeriesFactory(run=s.run, key=s.key),
     ),
     "series_key_not_empty": lambda: f.SeriesFactory(key=""),
     "series_count_gte_0": lambda: f.SeriesFactory(count=-1),
     "point_step_gte_0": lambda: _point(step=-1),
+    "point_step_lt_2_53": lambda: _point(step=2**53),
     "point_value_finite": lambda: _point(value=math.inf),
     "rollup_level_gte_0": lambda: _rollup(level=-1),
     "rollup_min_le_max": lambda: _rollup(min_value=2.0, max_value=1.0),

@@ -40,7 +40,7 @@ def _ingest(run, stages, key, steps, fn):
     for st in stages:
         pts = [IngestPoint(key, s, fn(s)) for s in steps if st.start_step <= s <= st.end_step]
         pts = [p for p in pts if st.stage_index == 0 or p.step > st.start_step]
-        ingest_points(run_id=run.pk, stage_run_id=st.pk, points=pts, publish=False)
+        ingest_points(run_id=run.pk, points=pts, publish=False)
 
 
 def _fork(team, parent, parent_stage, step, bounds):
@@ -151,7 +151,7 @@ def test_a_point_resent_at_the_fork_step_is_the_forks_own(api, team):
     p, p_st = _run_with_stages(team, bounds)
     _ingest(p, p_st, "eval/x/loss", range(0, 201, 20), lambda s: 1.0 + s)
     fk, f_st = _fork(team, p, p_st[0], 100, bounds)
-    ingest_points(run_id=fk.pk, stage_run_id=f_st[1].pk, publish=False,
+    ingest_points(run_id=fk.pk, publish=False,
                   points=[IngestPoint("eval/x/loss", s, -1.0 - s) for s in range(100, 201, 20)])  # fmt: skip
     body = _series(api, fk, "&lineage=true", key="eval/x/loss")
     assert body["steps"] == [0, 20, 40, 60, 80, 100, 120, 140, 160, 180, 200]
