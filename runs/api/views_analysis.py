@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema, extend_schema_field
 from rest_framework import serializers
 from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
@@ -10,17 +11,32 @@ from rest_framework.views import APIView
 
 from runs.api.permissions import visible_run
 from runs.services.analysis import analysis_get
-from runs.services.lr_law import LawError, lr_law_fit, lr_law_what_if
+from runs.services.lr_law import WHOLE_RUN, LawError, lr_law_fit, lr_law_what_if
 from runs.services.plans import plan_validate
 
 
+@extend_schema_field(OpenApiTypes.STR)
+class StageField(serializers.Field):
+    """A stage index (>= 0), or "all" for the whole run (also what leaving it out means)."""
+
+    def to_internal_value(self, data):
+        if data == WHOLE_RUN:
+            return WHOLE_RUN
+        if isinstance(data, bool) or not (isinstance(data, int) or str(data).isdigit()):
+            raise serializers.ValidationError(f'a stage index (0, 1, ...) or "{WHOLE_RUN}"')
+        return int(data)
+
+    def to_representation(self, value):
+        return value
+
+
 class StageQuery(serializers.Serializer):
-    stage = serializers.IntegerField(required=False, min_value=0)
+    stage = StageField(required=False)
 
 
 class WhatIfIn(serializers.Serializer):
     plan = serializers.JSONField()
-    stage = serializers.IntegerField(required=False, min_value=0)
+    stage = StageField(required=False)
 
 
 class RunAnalysisView(APIView):

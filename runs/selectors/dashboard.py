@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from runs.models import Queue, Run, RunState, StageRun, StageState
 from runs.selectors.runs import run_analysis_summary, run_lineage, run_list
-from trainers.analysis import matrix_from_series, stability_gaps
+from trainers.analysis import matrix_from_series, old_task_gap_table, old_tasks
 
 RUN_ORDERINGS = ("-created_at", "created_at", "name", "-name", "state", "-state", "priority",
                  "-priority")  # fmt: skip
@@ -164,9 +164,14 @@ def lineage_eval_points(
 
 
 def run_analysis(run: Run) -> dict[str, Any]:
-    """Stability gaps per stage boundary and eval set, and the eval-set x stage-end matrix,
+    """Stability gaps of old tasks per stage boundary and the eval-set x stage-end matrix,
     from the eval series in the database (a fork includes its ancestors' history up to the
-    fork points, which it shares)."""
+    fork points, which it shares).
+
+    ``gaps`` holds one row per (boundary, task learned before it) whose metric dropped by
+    more than the tolerance; ``gap_boundaries`` has, per boundary, the old tasks looked at and
+    those without a drop (``without_drop``, a count for the page) or not measured yet. See
+    ``gap_table``."""
     stages = list(run.stage_runs.all())
     points = lineage_eval_points(run_lineage(run))
     boundaries = [sr.end_step for sr in stages]
@@ -176,19 +181,11 @@ def run_analysis(run: Run) -> dict[str, Any]:
         parts = key.split("/")
         if len(parts) == 3:
             by_metric[parts[2]][parts[1]] = pts
-    gaps, matrices = [], []
+    matrices = []
     for metric, hib in GAP_METRICS.items():
         sets = sorted(by_metric.get(metric, {}))
-        if not sets:
-            continue
-        series = [by_metric[metric][name] for name in sets]
-        if len(boundaries) >= 2:
-            for rec in stability_gaps(series, boundaries, higher_is_better=hib):
-                rec["metric"] = metric
-                rec["eval_set"] = sets[rec["eval_index"]]
-                rec["stage_after"] = stages[rec["boundary_index"] + 1].name
-                gaps.append(rec)
-        if done:
+        if sets and done:
+            series = [by_metric[metric][name] for name in sets]
             matrices.append(
                 {
                     "metric": metric,
@@ -198,13 +195,65 @@ def run_analysis(run: Run) -> dict[str, Any]:
                     "values": matrix_from_series(series, done),
                 }
             )
+    gaps, gap_boundaries = gap_table(run.plan, stages, by_metric)
     return {
         "run": run.pk,
         "boundaries": boundaries,
         "gaps": gaps,
+        "gap_boundaries": gap_boundaries,
         "matrices": matrices,
         "eval_points": sum(len(v) for v in points.values()),
     }
+
+
+def gap_table(
+    plan: dict, stages: list[StageRun], by_metric: dict[str, dict[str, list]]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(rows, per-boundary summary) of the stability-gap table (trainers.analysis
+    ``old_tasks`` / ``old_task_gap_table``).
+
+    Each eval set is read in one metric, the one its kind is judged by: accuracy for a
+    classification set, loss otherwise (the other one when only that was reported). A
+    boundary looks only at the tasks learned before it: the stages' ``task`` up to it, minus
+    the next stage's own; when no stage names a task, every eval set measured before it."""
+    boundaries = [sr.end_step for sr in stages]
+    if len(boundaries) < 2:
+        return [], []
+    kinds = {e.get("name"): e.get("kind", "lm") for e in plan.get("eval_sets") or []}
+    names, metrics, series = [], [], []
+    for name in sorted({n for sets in by_metric.values() for n in sets}):
+        first = "acc" if kinds.get(name) == "classification" else "loss"
+        metric = next((m for m in (first, *GAP_METRICS) if name in by_metric.get(m, {})), None)
+        if metric is None:
+            continue  # only ppl (or another metric) was reported for it
+        names.append(name)
+        metrics.append(metric)
+        series.append(by_metric[metric][name])
+    plan_stages = plan.get("stages") or []
+    tasks = [(plan_stages[sr.stage_index].get("task") if sr.stage_index < len(plan_stages)
+              else None) for sr in stages]  # fmt: skip
+    old = old_tasks(tasks, names, series, boundaries)
+    hib = [GAP_METRICS[m] for m in metrics]
+    rows, summary = [], []
+    for entry in old_task_gap_table(series, boundaries, old, higher_is_better=hib):
+        i = entry["boundary_index"]
+        after = stages[i + 1].name
+        for rec in entry["rows"]:
+            j = rec["eval_index"]
+            rows.append({**rec, "metric": metrics[j], "eval_set": names[j], "stage_after": after})
+        summary.append(
+            {
+                "boundary_index": i,
+                "boundary_step": entry["boundary_step"],
+                "stage_after": after,
+                "old_tasks": [names[j] for j in old[i]],
+                "dropped": [names[r["eval_index"]] for r in entry["rows"]],
+                "without_drop": len(entry["without_drop"]),
+                "without_drop_sets": [names[j] for j in entry["without_drop"]],
+                "not_measured": [names[j] for j in entry["not_measured"]],
+            }
+        )
+    return rows, summary
 
 
 def queue_overview() -> list[dict[str, Any]]:

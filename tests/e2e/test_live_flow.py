@@ -85,7 +85,7 @@ def test_edit_submit_watch_compare_fork(page, stack):
     page.locator("#lr-law-panel").screenshot(path=str(ARTIFACTS / "run-lr-law-running.png"))
     page.locator("#run-state", has_text="succeeded").wait_for(timeout=180_000)
     page.wait_for_function(
-        "() => document.querySelectorAll('#gaps-table tbody tr').length >= 6", timeout=30_000
+        "() => document.querySelectorAll('#gaps-table tbody tr').length >= 2", timeout=30_000
     )
     assert page.evaluate("() => window.__sameDocument") is True
     stored = sorted(

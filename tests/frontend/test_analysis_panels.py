@@ -149,13 +149,16 @@ def test_lr_law_panel_reads_a_stage_fit_and_its_observed_loss(c, team, queue):
     run = _run(team, queue)
     _train_loss(run, range(1, 31))  # stage 0 (steps 1..40) is running: 30 points so far
     fit = c.get(f"/api/runs/{run.pk}/lr-law/?stage=0").json()
-    assert fit["stage"] == 0 and fit["fitted_steps"] == [1, 30] and fit["final_step"] == 40
+    # stage 0 warms up over 5 steps: the fit leaves those points out and says so
+    assert fit["stage"] == 0 and fit["fitted_steps"] == [6, 30] and fit["final_step"] == 40
+    assert fit["points"] == 25
     n = len(fit["steps"])
     assert n > 10 and len(fit["predicted"]) == len(fit["lower"]) == len(fit["upper"]) == n
     assert fit["steps"][-1] == 40  # the extrapolation reaches the stage end
     assert all(lo <= p <= hi for lo, p, hi in zip(fit["lower"], fit["predicted"], fit["upper"],
                                                   strict=True))  # fmt: skip
-    assert {"L0", "A", "alpha", "C"} <= set(fit["params"])
+    assert {"L0", "A", "alpha", "C", "lam"} <= set(fit["params"])  # lawParams draws these
+    assert "warning" in fit and isinstance(fit["undetermined"], list)
     obs = c.get(
         f"/api/runs/{run.pk}/series/?keys=train/loss&min_step=1&max_step=40&max_points=1000"
     )
@@ -177,3 +180,38 @@ def test_what_if_answers_a_curve_or_errors_the_editor_can_show(c, team, queue):
     resp = c.post(url, {"plan": bad}, content_type="application/json")
     assert resp.status_code == 400
     assert any(k.startswith("stages.1") for k in json.dumps(resp.json()).split('"')), resp.json()
+
+
+def test_lr_law_panel_can_fit_the_whole_run(c, team, queue):
+    run = _run(team, queue)
+    _train_loss(run, range(1, 101))
+    whole = c.get(f"/api/runs/{run.pk}/lr-law/?stage=all").json()
+    assert whole["stage"] is None and whole["final_step"] == 100  # what the panel's option asks
+    assert whole["steps"][0] == 1 and whole["steps"][-1] == 100
+    assert c.get(f"/api/runs/{run.pk}/lr-law/").json()["params"] == whole["params"]
+    bad = c.get(f"/api/runs/{run.pk}/lr-law/?stage=everything")
+    assert bad.status_code == 400
+
+
+def test_run_page_gap_table_reads_rows_and_folded_counts(c, team, queue):
+    """The gap table's endpoint: drop rows for old tasks only, and per boundary the count of
+    old tasks without a drop (the page prints "1 task without a drop" instead of rows)."""
+    from runs.services.runs import run_submit
+
+    run = run_submit(team=team, queue=queue, plan=reduced_lm_plan())
+    values = {  # eval loss; stage bounds 40, 80, 100; tasks prose, code, docstrings
+        "prose": {0: 6.0, 40: 3.0, 50: 3.5, 60: 3.0, 80: 3.0, 90: 3.0, 100: 3.0},
+        "code": {0: 6.0, 40: 5.0, 50: 4.0, 80: 3.0, 90: 3.2, 100: 3.1},
+        "docstrings": {0: 6.0, 40: 5.5, 50: 6.0, 80: 5.0, 90: 4.0, 100: 3.5},
+    }
+    _ingest(run, [IngestPoint(f"eval/{n}/loss", s, v) for n, pts in values.items()
+                  for s, v in pts.items()])  # fmt: skip
+    body = c.get(f"/api/ui/runs/{run.pk}/analysis/").json()
+    rows = [(g["boundary_step"], g["eval_set"], g["metric"]) for g in body["gaps"]]
+    assert rows == [(40, "prose", "loss"), (80, "code", "loss")]
+    assert all(g["dropped"] and g["stage_after"] for g in body["gaps"])
+    b0, b1 = body["gap_boundaries"]
+    assert (b0["boundary_step"], b0["stage_after"], b0["old_tasks"]) == (40, "code-cpt", ["prose"])
+    assert (b0["without_drop"], b0["not_measured"]) == (0, [])
+    assert b1["old_tasks"] == ["code", "prose"] and b1["dropped"] == ["code"]
+    assert (b1["without_drop"], b1["without_drop_sets"]) == (1, ["prose"])

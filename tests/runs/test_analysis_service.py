@@ -150,3 +150,51 @@ def test_fork_analysis_folds_in_the_shared_history_of_its_ancestors(
     assert served == {**served, **offline_analysis(line, grandchild.plan)}
     assert all(v is not None for row in served["matrix"] for v in row)
     assert len(served["stability_gaps"]) == 2 * 3
+
+
+@pytest.mark.slow
+def test_digits_example_gap_table_lists_only_old_tasks(team, queue, tmp_path):
+    """The run page's gap table for the shipped 5-stage digits example, trained for real
+    (~2 s): exactly one entry per (boundary, earlier task), 4 + 3 + 2 + 1 = 10, each either a
+    drop row or counted as without a drop; never the boundary's new task or a later one."""
+    import json
+
+    from runs.selectors.dashboard import run_analysis
+    from runs.services.demo import EXAMPLES_DIR
+    from trainers.engine import run_plan
+    from trainers.plan import validate_plan
+    from trainers.sinks import MemorySink
+
+    plan = json.loads((EXAMPLES_DIR / "digits_class_incremental.json").read_text())
+    sink = MemorySink()
+    run_plan(validate_plan(plan, check_files=False), tmp_path, sink)
+    run = run_submit(team=team, queue=queue, plan=plan)
+    _ingest_rows(run, [{"key": p.key, "step": p.step, "value": p.value}
+                       for p in sink.all_points if p.key.startswith("eval/")])  # fmt: skip
+    body = run_analysis(run)
+    tasks = [s["task"] for s in plan["stages"]]
+    order = {name: k for k, name in enumerate(tasks)}
+    pairs = []
+    for b in body["gap_boundaries"]:
+        i = b["boundary_index"]
+        rows = [g["eval_set"] for g in body["gaps"] if g["boundary_index"] == i]
+        assert rows == b["dropped"]
+        assert b["without_drop"] == len(b["without_drop_sets"]) and b["not_measured"] == []
+        covered = rows + b["without_drop_sets"]
+        assert sorted(covered) == sorted(b["old_tasks"])
+        assert tasks[i + 1] not in covered  # the boundary's own new task
+        assert all(order[name] <= i for name in covered)  # no task not trained yet
+        pairs += [(i, name) for name in covered]
+    assert len(pairs) == 10 and len(set(pairs)) == 10
+    assert set(pairs) == {(i, tasks[j]) for i in range(4) for j in range(i + 1)}
+    assert {g["metric"] for g in body["gaps"]} <= {"acc"}  # one metric per eval set
+    assert body["gaps"], "class-incremental learning without replay forgets"
+    # the rows are stability_gaps' records of those pairs, as the offline analysis has them
+    expected = offline_analysis(
+        [{"key": p.key, "step": p.step, "value": p.value} for p in sink.all_points], plan
+    )["stability_gaps"]
+    old = [g for g in expected if g["eval_index"] <= g["boundary_index"]]
+    drop = ("metric", "eval_set", "stage_after")
+    assert [{k: v for k, v in g.items() if k not in drop} for g in body["gaps"]] == [
+        g for g in old if g["dropped"]
+    ]

@@ -7,15 +7,17 @@ entry is ``None``.
 * ``matrix_metrics``, ``loss_forgetting`` — accuracy / loss matrices (``matrices.py``)
 * ``matrix_from_series``, ``min_acc_per_task``, ``avg_min_acc``, ``wc_acc`` — continual
   evaluation series (``continual.py``)
-* ``stability_gaps`` — drop and recovery after stage boundaries (``gaps.py``)
-* ``lr_areas``, ``fit_lr_law``, ``lr_law_predict`` — LR-annealing loss law (``lr_law.py``)
+* ``stability_gaps`` — drop and recovery after stage boundaries; ``old_tasks`` and
+  ``old_task_gap_table`` — the table of drops of tasks learned before each boundary (``gaps.py``)
+* ``lr_areas``, ``fit_lr_law``, ``lr_law_predict``, ``schedule_nodes`` — LR-annealing loss law,
+  on per-step LR or a bounded grid (``lr_law.py``)
 * ``ContinualState`` — incremental version of the series metrics (``incremental.py``)
 """
 
 from .continual import avg_min_acc, matrix_from_series, min_acc_per_task, wc_acc
-from .gaps import stability_gaps
+from .gaps import old_task_gap_table, old_tasks, stability_gaps
 from .incremental import ContinualState
-from .lr_law import fit_lr_law, lr_areas, lr_law_predict
+from .lr_law import fit_lr_law, lr_areas, lr_law_predict, schedule_nodes
 from .matrices import loss_forgetting, matrix_metrics
 
 __all__ = [
@@ -28,6 +30,9 @@ __all__ = [
     "matrix_from_series",
     "matrix_metrics",
     "min_acc_per_task",
+    "old_task_gap_table",
+    "old_tasks",
+    "schedule_nodes",
     "stability_gaps",
     "wc_acc",
 ]

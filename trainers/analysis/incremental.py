@@ -32,7 +32,7 @@ import numpy as np
 
 from ._util import as_float_or_none, check_boundaries, clean_points
 from .continual import combine_avg_min, combine_wc
-from .gaps import check_gap_options, gap_record, window_end, worse_by
+from .gaps import check_gap_options, gap_record, window_end, within_tol, worse_by
 from .matrices import matrix_metrics
 
 _ARRAYS = ("ref_step", "ref_val", "min_val", "ext_step", "ext_val", "rec_step")
@@ -168,7 +168,7 @@ class ContinualState:
                 es = cs
             ref = ref_val[i]
             if ref == ref:
-                ok = np.flatnonzero((ws > es) & (worse_by(ref, wv, hib) <= self.tol))
+                ok = np.flatnonzero((ws > es) & within_tol(ref, wv, hib, self.tol))
                 if ok.size:
                     first = ws[ok[0]]
                     if rec_step[i] != rec_step[i] or first < rec_step[i]:

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from trainers.analysis import stability_gaps
+from trainers.analysis import old_task_gap_table, old_tasks, stability_gaps
 
 BOUNDS = [10, 20, 30]
 # dyadic values so tolerance comparisons are exact
@@ -133,3 +133,70 @@ def test_validation():
         stability_gaps([S0], BOUNDS, tol=-1)
     with pytest.raises(ValueError):
         stability_gaps([S0], BOUNDS, window=-1)
+
+
+def test_tolerance_is_robust_to_rounding():
+    """0.80 -> 0.75 is 0.05000000000000004 worse in binary: with tol 0.05 that is within the
+    tolerance, as the user reads it (no drop, and as a recovery point it counts)."""
+    assert 0.80 - 0.75 > 0.05  # the rounding the comparison must absorb
+    g = stability_gaps([[[10, 0.80], [12, 0.75], [14, 0.78]]], BOUNDS, tol=0.05)[0]
+    assert g["dropped"] is False and g["recovery_step"] == 12
+    g = stability_gaps([[[10, 0.80], [12, 0.70], [14, 0.75]]], BOUNDS, tol=0.05)[0]
+    assert g["dropped"] is True and g["recovery_step"] == 14
+    # lower is better: 0.3 -> 0.4 with tol 0.1 is 0.10000000000000003 worse
+    g = stability_gaps([[[10, 0.3], [12, 0.4]]], BOUNDS, higher_is_better=False, tol=0.1)[0]
+    assert g["dropped"] is False
+    # ... and a real excess, however small next to the values, is still a drop
+    g = stability_gaps([[[10, 0.80], [12, 0.7499]]], BOUNDS, tol=0.05)[0]
+    assert g["dropped"] is True
+
+
+def test_within_tol_slack_is_relative():
+    from trainers.analysis.gaps import within_tol
+
+    assert within_tol(0.80, 0.75, True, 0.05)
+    assert not within_tol(1e-12, 0.0, True, 0.0)  # tiny metrics are compared exactly
+    assert within_tol(1e6, 1e6 - 1e-4, True, 0.0)  # a 1e-10 relative difference is noise
+
+
+def test_old_tasks_follow_the_stages_tasks():
+    names = ["t0", "t1", "t2", "extra"]
+    assert old_tasks(["t0", "t1", "t2"], names, [[]] * 4, BOUNDS) == [[0], [0, 1]]
+    # a stage coming back to an old task: there it is the new task, not an old one
+    assert old_tasks(["t0", "t1", "t0"], names, [[]] * 4, BOUNDS) == [[0], [1]]
+    # a stage without a task adds nothing
+    assert old_tasks(["t0", None, "t2"], names, [[]] * 4, BOUNDS) == [[0], [0]]
+
+
+def test_old_tasks_without_named_tasks_are_the_sets_measured_before():
+    series = [
+        [[0, 1.0], [5, 1.0]],  # measured in stage 0
+        [[0, 1.0], [15, 1.0]],  # baseline at step 0, then only from stage 1
+        [[25, 1.0]],  # only in stage 2
+    ]
+    assert old_tasks([None, None, None], ["a", "b", "c"], series, BOUNDS) == [[0], [0, 1]]
+
+
+def test_old_task_table_covers_every_pair_once_and_folds_no_drops():
+    s_drop = [[10, 0.9], [12, 0.5], [15, 0.9], [20, 0.9], [22, 0.3]]
+    s_flat = [[10, 0.8], [12, 0.8], [20, 0.8], [25, 0.8]]
+    s_late = [[20, 0.8], [21, 0.5]]  # nothing before boundary 0
+    old = [[0, 1, 2], [0, 1, 2]]
+    table = old_task_gap_table([s_drop, s_flat, s_late], BOUNDS, old)
+    assert [e["boundary_index"] for e in table] == [0, 1]
+    b0, b1 = table
+    assert [r["eval_index"] for r in b0["rows"]] == [0]
+    assert b0["rows"][0] == stability_gaps([s_drop], BOUNDS)[0]
+    assert b0["without_drop"] == [1] and b0["not_measured"] == [2]
+    assert [r["eval_index"] for r in b1["rows"]] == [0, 2]
+    assert b1["without_drop"] == [1] and b1["not_measured"] == []
+    for e, o in zip(table, old, strict=True):
+        covered = [r["eval_index"] for r in e["rows"]] + e["without_drop"] + e["not_measured"]
+        assert sorted(covered) == o
+    # one higher_is_better per eval set: read as a loss, s_drop only gets better after
+    # boundary 1 (0.9 -> 0.3), so it is no drop there
+    mixed = old_task_gap_table([s_drop, s_flat, s_late], BOUNDS, old, [False, True, True])
+    assert all(r["eval_index"] != 0 for r in mixed[1]["rows"])
+    json.dumps(table, allow_nan=False)
+    with pytest.raises(ValueError):
+        old_task_gap_table([s_drop], BOUNDS, [[0]])  # one old list per boundary

@@ -56,6 +56,7 @@ export function lawParams(fit) {
     item("A", fmtNum(p.A), "scale of the S1 (forward area) term"),
     item("α", fmtNum(p.alpha), "exponent of S1"),
     item("C", fmtNum(p.C), "annealing-area coefficient"),
+    item("λ", fmtNum(p.lam ?? null), "momentum of the annealing area S2, fitted with the other parameters"),
     item("RMS", fmtNum(fit.rms), `residual RMS over ${fit.points} points (steps ${fit.fitted_steps[0]}–${fit.fitted_steps[1]})`),
     item(`final loss @ ${fit.final_step}`, `${fmtNum(fit.final_loss)} ± ${fmtNum(2 * fit.rms, 2)}`, "predicted at the stage end, ±2·RMS"),
   ];

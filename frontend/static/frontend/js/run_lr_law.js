@@ -1,5 +1,6 @@
 // The run page's LR-law panel: a stage selector (follows the running stage until the user picks
-// one), the fit of GET /api/runs/{id}/lr-law/?stage=i over the stage's observed training loss.
+// one; "whole run" fits every stage's points at once), the fit of
+// GET /api/runs/{id}/lr-law/?stage=i (or stage=all) over the observed training loss.
 // A running stage is refitted at most every REFRESH_MS (driven by the page's summary poll, not
 // by socket batches); a finished stage is fitted once more when it finishes, then left alone.
 import { getJSON } from "./api.js";
@@ -7,6 +8,19 @@ import { h, replaceChildren } from "./dom.js";
 import { clearChart, drawLawFit, lawParams } from "./lr_law_ui.js";
 
 const REFRESH_MS = 10000;
+const WHOLE_RUN = "all";
+const DONE = ["succeeded", "skipped"];
+
+// The whole run as one pseudo-stage: its step range, and running / succeeded / the state of
+// its first unfinished stage.
+function wholeRun(stages) {
+  if (!stages.length) return null;
+  const lasts = stages.map((s) => s.last_step).filter((x) => x !== null && x !== undefined);
+  const open = stages.find((s) => !DONE.includes(s.state));
+  const state = stages.some((s) => s.state === "running") ? "running" : (open ? open.state : "succeeded");
+  return { index: WHOLE_RUN, name: "whole run", state, start_step: stages[0].start_step,
+    end_step: stages[stages.length - 1].end_step, last_step: lasts.length ? Math.max(...lasts) : null };
+}
 
 export class LrLawPanel {
   constructor(runId, { onError } = {}) {
@@ -29,7 +43,9 @@ export class LrLawPanel {
   update(stages, currentIndex) {
     const sig = (list) => list.map((s) => `${s.index}:${s.name}`).join("|");
     if (sig(stages) !== sig(this.stages)) {
-      replaceChildren(this.sel, stages.map((s) => h("option", { value: s.index }, `${s.index + 1}. ${s.name}`)));
+      const options = stages.map((s) => h("option", { value: s.index }, `${s.index + 1}. ${s.name}`));
+      if (stages.length > 1) options.push(h("option", { value: WHOLE_RUN }, "whole run"));
+      replaceChildren(this.sel, options);
     }
     this.stages = stages;
     if (!this.userPicked && currentIndex !== null && currentIndex !== undefined) this.sel.value = String(currentIndex);
@@ -37,6 +53,7 @@ export class LrLawPanel {
   }
 
   selected() {
+    if (this.sel.value === WHOLE_RUN) return wholeRun(this.stages);
     return this.stages.find((s) => String(s.index) === this.sel.value) || null;
   }
 
@@ -51,7 +68,7 @@ export class LrLawPanel {
     }
     this.loaded = { index: st.index, state: st.state, lastStep: st.last_step, at: Date.now() };
     if (st.last_step === null && !["running", "succeeded"].includes(st.state)) {
-      this.show(`Stage “${st.name}” has no training loss yet (${st.state}).`);
+      this.show(`${st.index === WHOLE_RUN ? "The run" : `Stage “${st.name}”`} has no training loss yet (${st.state}).`);
       return;
     }
     this.load(st);
@@ -92,7 +109,7 @@ export class LrLawPanel {
     drawLawFit(this.div, fit, observed || { steps: [], values: [] });
     replaceChildren(this.params, lawParams(fit));
     const running = st.state === "running";
-    this.updated.textContent = `fitted on ${fit.points} points up to step ${fit.fitted_steps[1]}` +
+    this.updated.textContent = `fitted on ${fit.points} points, steps ${fit.fitted_steps[0]}–${fit.fitted_steps[1]} (warm-up left out)` +
       (running ? ` · extrapolated to step ${fit.final_step} · refreshes every ${REFRESH_MS / 1000} s while the stage runs` : "") +
       (fit.warning ? ` · ⚠ ${fit.warning}` : "");
   }

@@ -4,6 +4,7 @@
 import { ApiError, errorLines, getJSON, postJSON } from "./api.js";
 import { fmtBytes, fmtDuration, fmtNum, h, pageData, replaceChildren } from "./dom.js";
 import { renderAnalysis } from "./run_analysis_ui.js";
+import { renderGapTable } from "./run_gaps_ui.js";
 import { heatmap, LiveChart } from "./run_charts_ui.js";
 import { LrLawPanel } from "./run_lr_law.js";
 import { SeriesStore } from "./run_store.js";
@@ -298,13 +299,7 @@ document.getElementById("cancel-run").addEventListener("click", async () => {
 async function loadAnalysis() {
   let a;
   try { a = await getJSON(`/api/ui/runs/${runId}/analysis/`); } catch (e) { showError(e); return; }
-  const rows = a.gaps.filter((g) => g.extreme_step !== null);
-  document.getElementById("gaps-empty").hidden = rows.length > 0;
-  replaceChildren(document.querySelector("#gaps-table tbody"), rows.map((g) => h("tr", { class: g.dropped ? "dropped" : "" },
-    h("td", {}, `${g.boundary_step} → ${g.stage_after}`), h("td", {}, g.eval_set), h("td", {}, g.metric),
-    h("td", {}, fmtNum(g.reference_value)), h("td", {}, fmtNum(g.extreme_value)),
-    h("td", { class: "num" }, fmtNum(g.drop_depth)), h("td", { class: "num" }, g.time_to_drop ?? "—"),
-    h("td", { class: "num" }, g.dropped ? (g.time_to_recover ?? "not yet") : "no drop"))));
+  const rows = renderGapTable(document.querySelector("#gaps-table tbody"), document.getElementById("gaps-empty"), a);
   const metric = evalMetricSel.value;
   charts.eval.setAnnotations(rows.filter((g) => g.dropped && g.metric === metric).map((g) => ({
     x: g.extreme_step, y: g.extreme_value, xref: "x", yref: "y", text: `gap ${fmtNum(g.drop_depth, 2)}`,
