@@ -129,17 +129,17 @@ def sqlalchemy_url(dbname: str) -> str:
 def make_run(name: str = "bench"):
     """A user (with an API token), a team they can write to, a queue and a run."""
     from django.contrib.auth import get_user_model
-    from rest_framework.authtoken.models import Token
 
     from runs.models import Membership, Queue, Run, Team
+    from runs.services.tokens import token_create
 
     user, _ = get_user_model().objects.get_or_create(username="bench")
     team, _ = Team.objects.get_or_create(slug="bench", defaults={"name": "Bench"})
     Membership.objects.get_or_create(user=user, team=team, defaults={"role": "member"})
     queue, _ = Queue.objects.get_or_create(name="bench")
     run = Run.objects.create(team=team, queue=queue, name=name, plan={}, created_by=user)
-    token, _ = Token.objects.get_or_create(user=user)
-    return run, token.key
+    _, key = token_create(user=user, team=team, name=f"benchmark {name}")
+    return run, key
 
 
 def point_counts(run_id: int) -> tuple[int, int]:

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from frontend import views
+from frontend import views, views_settings
 
 urlpatterns = [
     path("", views.runs_page, name="home"),
@@ -14,5 +14,11 @@ urlpatterns = [
     path("datasets/versions/<int:version_id>/", views.dataset_version_page, name="dataset-version"),
     path("queues/", views.queues_page, name="queues"),
     path("queues/<int:queue_id>/pause/", views.queue_toggle, name="queue-toggle"),
+    path("settings/tokens/", views_settings.tokens_page, name="settings-tokens"),
+    path(
+        "settings/tokens/<int:token_id>/revoke/",
+        views_settings.token_revoke_view,
+        name="settings-token-revoke",
+    ),
     path("vendor/plotly-<str:version>.min.js", views.plotly_js, name="plotly-js"),
 ]

@@ -10,18 +10,19 @@ from django.conf import settings
 from django.contrib.admin.views.decorators import staff_member_required
 from django.contrib.auth.decorators import login_required
 from django.core.cache import cache
-from django.core.exceptions import ValidationError
+from django.core.exceptions import BadRequest, ValidationError
 from django.http import FileResponse, Http404, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
+from runs.input_checks import id_value
 from runs.models import Dataset, DatasetVersion, Pipeline, Queue
 from runs.models.runs import RunState
-from runs.selectors.dashboard import queue_overview, runs_using_source
+from runs.selectors.dashboard import runs_using_version
 from runs.selectors.pipelines import pipeline_list
 from runs.selectors.runs import run_get, run_list
 from runs.selectors.teams import team_ids_for, teams_for
-from runs.services.queues import queue_consumer_counts, queue_set_paused
+from runs.services.queues import queue_consumer_counts, queue_overview_for, queue_set_paused
 
 PLOTLY_JS = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
 
@@ -120,13 +121,20 @@ def pipeline_edit(request, pipeline_id: int | None = None):
         pipeline = _visible_pipeline(request, pipeline_id)
         plan = pipeline.plan
     elif request.GET.get("from"):
-        source = _visible_pipeline(request, int(request.GET["from"]))
+        try:
+            source_id = id_value(request.GET["from"], "from")
+        except ValidationError:
+            raise BadRequest("?from= must be a pipeline id (a positive integer)") from None
+        source = _visible_pipeline(request, source_id)
         plan = {**source.plan, "name": f"{source.name}-copy"}
     elif request.GET.get("example"):
         from runs.services.demo import EXAMPLES_DIR
 
         name = Path(request.GET["example"]).name
         path = EXAMPLES_DIR / f"{name}.json"
+        # listed, not stat'ed: a 300-character name made is_file() raise (a 500)
+        if path not in EXAMPLES_DIR.glob("*.json"):
+            raise Http404(f"there is no example plan named {name[:100]!r}")
         if path.is_file():
             import json
 
@@ -175,17 +183,22 @@ def dataset_upload(request):
         return JsonResponse({"detail": "choose a file to upload", "field": "file"}, status=400)
     if f.size > settings_max_upload():
         mb = settings_max_upload() // (1024 * 1024)
-        return JsonResponse({"detail": f"file is larger than {mb} MB", "field": "file"}, 413)
+        return JsonResponse({"detail": f"file is larger than {mb} MB", "field": "file"}, status=413)
     teams = list(teams_for(request.user).filter(pk__in=team_ids_for(request.user, write=True)))
     if not teams:
         return JsonResponse({"detail": "your role is read-only (viewer)"}, status=403)
     try:
+        # The fields training will read are checked now, not when a stage starts.
         version, created = dataset_version_create(
-            team=teams[0], name=name or f.name, upload=f, filename=f.name, user=request.user
-        )
+            team=teams[0], name=name or f.name, upload=f, filename=f.name, user=request.user,
+            text_field=request.POST.get("text_field") or "text",
+            prompt_field=request.POST.get("prompt_field") or "",
+            response_field=request.POST.get("response_field") or "",
+        )  # fmt: skip
     except (DatasetUploadError, ValidationError) as exc:
         msg = exc.messages[0] if isinstance(exc, ValidationError) else str(exc)
-        return JsonResponse({"detail": msg, "field": "file"}, status=400)
+        field = getattr(exc, "field", "file")
+        return JsonResponse({"detail": msg, "field": field}, status=400)
     return JsonResponse(
         {
             "dataset": version.dataset.name,
@@ -210,9 +223,7 @@ def dataset_version_page(request, version_id: int):
         preview, preview_error = dataset_preview(version), ""
     except Exception as exc:  # an unreadable file is shown as a message, not a 500
         preview, preview_error = [], f"cannot read the file: {exc}"
-    used_by = runs_using_source(
-        source_path=version.storage_path, team_ids=team_ids_for(request.user)
-    )
+    used_by = runs_using_version(version_id=version.pk, team_ids=team_ids_for(request.user))
     return render(
         request,
         "frontend/dataset_version.html",
@@ -239,7 +250,7 @@ def _queues_consumed() -> dict[str, int] | None:
 
 @login_required
 def queues_page(request):
-    queues = queue_overview()
+    queues = queue_overview_for(request.user)  # other teams' runs only as counts
     counts = _queues_consumed()
     for item in queues:
         workers = None if counts is None else counts.get(item["queue"].name, 0)

@@ -2,7 +2,9 @@ from django.contrib import admin, messages
 from django.db.models import BooleanField, Count, ExpressionWrapper, F, Q
 
 from runs.models import (
+    ApiToken,
     Checkpoint,
+    DataRoot,
     Dataset,
     DatasetVersion,
     Membership,
@@ -16,6 +18,7 @@ from runs.models import (
     WorkerLease,
 )
 from runs.services.queues import queue_set_paused, queues_with_consumers
+from runs.services.tokens import token_revoke
 
 
 class MembershipInline(admin.TabularInline):
@@ -267,3 +270,41 @@ class RunAnalysisAdmin(admin.ModelAdmin):
     @admin.display(description="avg forgetting")
     def avg_forgetting(self, obj: RunAnalysis):
         return self._metric(obj, "avg_forgetting")
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(admin.ModelAdmin):
+    """Tokens are made by their users (/settings/tokens/: the key is shown to them once); here
+    staff see them and revoke them. Nothing here can show a key: only its hash is stored."""
+
+    list_display = ["prefix", "name", "user", "team", "created_at", "expires_at", "last_used_at",
+                    "revoked_at"]  # fmt: skip
+    list_filter = ["team", ("revoked_at", admin.EmptyFieldListFilter)]
+    search_fields = ["name", "prefix", "user__username", "team__slug"]
+    readonly_fields = ["user", "team", "prefix", "created_at", "last_used_at", "revoked_at",
+                       "revoked_by"]  # fmt: skip
+    fields = ["name", "user", "team", "prefix", "expires_at", "created_at", "last_used_at",
+              "revoked_at", "revoked_by"]  # fmt: skip
+    actions = ["revoke"]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    @admin.action(description="Revoke the selected tokens")
+    def revoke(self, request, queryset):
+        n = 0
+        for token in queryset.filter(revoked_at__isnull=True):
+            token_revoke(token=token, by=request.user)
+            n += 1
+        self.message_user(request, f"{n} token(s) revoked", messages.SUCCESS)
+
+
+@admin.register(DataRoot)
+class DataRootAdmin(admin.ModelAdmin):
+    """Folders a team's plans may read files and model directories under (see README, Data
+    and model access). Anything else on the server is refused to them."""
+
+    list_display = ["path", "team", "description", "created_at"]
+    list_filter = ["team"]
+    search_fields = ["path", "team__slug", "description"]
+    autocomplete_fields = ["team"]

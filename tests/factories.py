@@ -138,3 +138,14 @@ def api_client_for(team, role: str = "member"):
     client = APIClient()
     client.force_authenticate(user)
     return client
+
+
+def api_token_for(user, team, **kw) -> str:
+    """The key of a new API token of ``user`` in ``team`` (the user must be a member); ``kw``
+    goes to ``token_create``: ``name``, ``expires_at``, ``expires_in_days``. Send it as
+    ``Authorization: Bearer <key>`` (``APIClient().credentials(HTTP_AUTHORIZATION=...)``)."""
+    from runs.services.tokens import token_create
+
+    kw.setdefault("name", "test token")
+    _, key = token_create(user=user, team=team, **kw)
+    return key

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
@@ -24,6 +25,43 @@ from pydantic import (
 
 BUILTIN_SOURCES = ("builtin:prose", "builtin:code", "builtin:docstrings", "builtin:digits")
 FILE_SUFFIXES = (".txt", ".jsonl", ".parquet")
+# References a Stagewise server resolves (runs/services/data_access.py): a team's registered
+# dataset version, and a checkpoint of one of its runs. The library only checks their syntax;
+# it never reads them (the server hands the engine a plan with local paths in their place).
+DATASET_PREFIX = "dataset:"
+RUN_PREFIX = "run:"
+_DATASET_REF = re.compile(r"dataset:(?P<name>[^\x00]{1,100}?)(?:@(?P<version>[1-9][0-9]{0,17}))?")
+_RUN_REF = re.compile(r"run:(?P<run>[1-9][0-9]{0,17})@(?P<step>[0-9]{1,17})")
+SERVER_REF_HERE = "is resolved by a Stagewise server; on this machine give a local path"
+
+
+def parse_dataset_ref(source: str) -> tuple[str, int | None] | None:
+    """``dataset:<name>`` -> (name, None); ``dataset:<name>@<version>`` -> (name, version);
+    anything else -> None. A name that itself ends in ``@<digits>`` needs its version."""
+    m = _DATASET_REF.fullmatch(source)
+    if m is None:
+        return None
+    v = m.group("version")
+    return m.group("name"), int(v) if v else None
+
+
+def parse_run_ref(path: str) -> tuple[int, int] | None:
+    """``run:<run_id>@<step>`` (the model saved in that checkpoint) -> (run_id, step)."""
+    m = _RUN_REF.fullmatch(path)
+    return (int(m.group("run")), int(m.group("step"))) if m else None
+
+
+def _check_model_dir(value: str, what: str, check_files: bool) -> None:
+    """A model directory: a local path, or a ``run:`` reference (syntax only here)."""
+    if value.startswith(RUN_PREFIX):
+        if parse_run_ref(value) is None:
+            raise ValueError(f"{what} must be run:<run_id>@<step> or a directory path")
+        if check_files:
+            raise ValueError(f"{value} {SERVER_REF_HERE}")
+    elif check_files and not os.path.isdir(value):
+        raise ValueError(f"model directory not found: {value}")
+
+
 SIZES: dict[str, dict[str, int]] = {
     # name: layers, width, heads. "tiny" trains at ~30 ms/step on one CPU thread.
     "tiny": {"n_layer": 2, "n_embd": 64, "n_head": 2},
@@ -74,7 +112,10 @@ class ModelSpec(_Model):
     n_embd: Annotated[int, Field(gt=0, le=16_384)] | None = None
     n_head: Annotated[int, Field(gt=0, le=256)] | None = None
     path: str | None = Field(
-        None, max_length=1000, description="local HF model directory (from_pretrained)"
+        None,
+        max_length=1000,
+        description="HF model directory (from_pretrained); on a server: run:<run_id>@<step> "
+        "(a checkpoint of one of the team's runs) or a folder granted to the team",
     )
     hidden: list[Width] = Field(
         default_factory=lambda: [64], max_length=16, description="mlp hidden widths"
@@ -87,10 +128,11 @@ class ModelSpec(_Model):
     def _check(self, info: ValidationInfo) -> ModelSpec:
         if self.path is not None and self.arch == "mlp":
             raise ValueError("path is only supported for gpt2/llama models")
-        # check_files=False: the plan runs on another machine (an external run's client)
+        # check_files=False: the plan's files are not read on this machine (a server checks
+        # access itself; an external run's client reads them)
         check_files = (info.context or {}).get("check_files", True)
-        if self.path is not None and check_files and not os.path.isdir(self.path):
-            raise ValueError(f"model directory not found: {self.path}")
+        if self.path is not None:
+            _check_model_dir(self.path, "model.path", check_files)
         if self.n_embd and self.n_head and self.n_embd % self.n_head:
             raise ValueError("n_embd must be divisible by n_head")
         return self
@@ -107,7 +149,8 @@ class ModelSpec(_Model):
 
 
 class SourceSpec(_Model):
-    """One dataset: `builtin:<name>` or `file:/abs/path.(txt|jsonl|parquet)`."""
+    """One dataset: `builtin:<name>`, `file:/abs/path.(txt|jsonl|parquet)`, or (on a server)
+    `dataset:<name>[@<version>]`, a version of one of the team's uploaded datasets."""
 
     source: str = Field(max_length=1000)
     text_field: str = Field("text", max_length=200)
@@ -130,8 +173,16 @@ class SourceSpec(_Model):
                 raise ValueError(f"file source must be an absolute path: {path!r}")
             if not path.endswith(FILE_SUFFIXES):
                 raise ValueError(f"file source must end with one of {', '.join(FILE_SUFFIXES)}")
+        elif s.startswith(DATASET_PREFIX):
+            if parse_dataset_ref(s) is None:
+                raise ValueError(
+                    "a dataset reference is dataset:<name> or dataset:<name>@<version>"
+                )
         else:
-            raise ValueError(f"unknown dataset {s!r}: use builtin:<name> or file:/abs/path")
+            raise ValueError(
+                f"unknown dataset {s!r}: use builtin:<name>, dataset:<name>[@<version>] "
+                "or file:/abs/path"
+            )
         if (self.prompt_field is None) != (self.response_field is None):
             raise ValueError("prompt_field and response_field must be given together")
         is_digits = s == "builtin:digits"
@@ -152,6 +203,11 @@ class SourceSpec(_Model):
     @property
     def file_path(self) -> str | None:
         return self.source[len("file:") :] if self.source.startswith("file:") else None
+
+    @property
+    def dataset_ref(self) -> tuple[str, int | None] | None:
+        """(name, version or None) of a ``dataset:`` source, else None."""
+        return parse_dataset_ref(self.source) if self.source.startswith(DATASET_PREFIX) else None
 
     def key(self) -> str:
         """Stable identity of the examples this spec selects (cache key, stream name)."""
@@ -218,12 +274,19 @@ class DenseEvalSpec(_Model):
 
 class CurriculumSpec(_Model):
     by: Literal["length", "ref_loss"]
-    ref_model: str | None = Field(None, description="ref_loss: local HF model directory")
+    ref_model: str | None = Field(
+        None,
+        max_length=1000,
+        description="ref_loss: HF model directory (on a server as for model.path)",
+    )
 
     @model_validator(mode="after")
-    def _check(self) -> CurriculumSpec:
+    def _check(self, info: ValidationInfo) -> CurriculumSpec:
         if self.by == "ref_loss" and not self.ref_model:
             raise ValueError("curriculum by ref_loss needs ref_model")
+        if self.ref_model:
+            check_files = (info.context or {}).get("check_files", True)
+            _check_model_dir(self.ref_model, "ref_model", check_files)
         return self
 
 
@@ -433,8 +496,6 @@ def _semantic_errors(plan: Plan, check_files: bool) -> list[dict[str, str]]:
             err(f"{p}.task", f"eval set {st.task!r} is not defined in eval_sets")
         if st.dense_eval and st.dense_eval.interval > st.dense_eval.steps:
             err(f"{p}.dense_eval.interval", "must not exceed dense_eval.steps")
-        if st.steps is not None and st.schedule.warmup_steps > st.steps:
-            err(f"{p}.schedule.warmup_steps", f"exceeds the stage's steps ({st.steps})")
         sources_so_far.append(refs)
     if check_files:
         specs: list[tuple[str, SourceSpec]] = [
@@ -446,6 +507,8 @@ def _semantic_errors(plan: Plan, check_files: bool) -> list[dict[str, str]]:
             fp = spec.file_path
             if fp is not None and not os.path.isfile(fp):
                 err(path, f"file not found: {fp}")
+            if spec.dataset_ref is not None:
+                err(path, f"{spec.source} {SERVER_REF_HERE} (file:/abs/path)")
     return errs
 
 
@@ -457,9 +520,13 @@ def _loc(loc: tuple[Any, ...]) -> str:
 def validate_plan(
     data: dict[str, Any], *, check_files: bool = True, limits: PlanLimits = DEFAULT_LIMITS
 ) -> Plan:
-    """Parse and check a plan; raise PlanError with every problem found. ``check_files=False``
-    skips checking that ``file:`` sources and ``model.path`` exist on this machine; ``limits``
-    bounds budgets and sizes (the server passes its settings)."""
+    """Parse and check a plan; raise PlanError with every problem found. ``check_files=True``
+    (the CLI, a worker's final check) means this machine reads the plan's files: ``file:``
+    sources, ``model.path`` and ``curriculum.ref_model`` must exist here, and server
+    references (``dataset:``, ``run:``) are refused. ``check_files=False`` checks their syntax
+    only: a server checks what a team may read itself (runs/services/data_access.py), an
+    external run's files are on its client's machine. ``limits`` bounds budgets and sizes
+    (the server passes its settings)."""
     if not isinstance(data, dict):
         raise PlanError([{"path": "(root)", "message": "plan must be a JSON object"}])
     try:

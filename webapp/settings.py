@@ -22,7 +22,13 @@ CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 _default_data_dir = BASE_DIR / (".stagewise/test" if "pytest" in sys.modules else ".stagewise")
 STAGEWISE_DATA_DIR = Path(env.str("STAGEWISE_DATA_DIR", default=str(_default_data_dir)))
 STAGEWISE_DATA_DIR = STAGEWISE_DATA_DIR.resolve()
-STAGEWISE_EMBEDDED = not (os.environ.get("DATABASE_URL") and os.environ.get("REDIS_URL"))
+# Embedded mode (PostgreSQL and Redis started under the data dir) is decided once, by the first
+# process, which finds no DATABASE_URL/REDIS_URL. It sets both URLs for its children below and
+# STAGEWISE_EMBEDDED=true with them, so a child (web server, worker, a shell) reads the same
+# mode instead of taking the inherited URLs for a deployment's.
+STAGEWISE_EMBEDDED = env.bool("STAGEWISE_EMBEDDED", default=False) or not (
+    os.environ.get("DATABASE_URL") and os.environ.get("REDIS_URL")
+)
 
 from webapp.embedded import EmbeddedError, check_data_dir  # noqa: E402
 
@@ -40,18 +46,26 @@ if not SECRET_KEY:
 # ------------------------------------------------------------------ services
 _database_url = os.environ.get("DATABASE_URL")
 _redis_url = os.environ.get("REDIS_URL")
+# The embedded servers this process started or attached to because their URL was unset: the
+# ones `manage.py up` watches and stops (children inherit the URLs and own none).
+STAGEWISE_EMBEDDED_SERVERS: list[str] = []
 if not _database_url or not _redis_url:
     from webapp.embedded import ensure_postgres, ensure_redis
 
     try:
-        _database_url = _database_url or ensure_postgres(STAGEWISE_DATA_DIR)
-        _redis_url = _redis_url or ensure_redis(STAGEWISE_DATA_DIR)
+        if not _database_url:
+            _database_url = ensure_postgres(STAGEWISE_DATA_DIR)
+            STAGEWISE_EMBEDDED_SERVERS.append("postgres")
+        if not _redis_url:
+            _redis_url = ensure_redis(STAGEWISE_DATA_DIR)
+            STAGEWISE_EMBEDDED_SERVERS.append("redis")
     except EmbeddedError as exc:
         sys.stderr.write(f"stagewise: {exc}\n")
         raise SystemExit(2) from None
-    # Child processes (web server, workers) attach to the same servers.
+    # Child processes (web server, workers) attach to the same servers, in the same mode.
     os.environ["DATABASE_URL"] = _database_url
     os.environ["REDIS_URL"] = _redis_url
+    os.environ["STAGEWISE_EMBEDDED"] = "true"
 
 DATABASE_URL = _database_url
 REDIS_URL = _redis_url
@@ -73,12 +87,12 @@ INSTALLED_APPS = [
     "django.contrib.postgres",
     "channels",
     "rest_framework",
-    "rest_framework.authtoken",
     "django_filters",
     "drf_spectacular",
     "runs",
     "frontend",
 ]
+INSTALLED_APPS += ["drf_spectacular_sidecar"]  # Swagger UI / Redoc assets, served locally
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
@@ -137,24 +151,40 @@ LOGOUT_REDIRECT_URL = "/accounts/login/"
 
 # ------------------------------------------------------------------ security
 SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=False)
-SESSION_COOKIE_SECURE = env.bool(
-    "SESSION_COOKIE_SECURE", default=not DEBUG and not STAGEWISE_EMBEDDED
-)
-CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+BEHIND_TLS_PROXY = env.bool("BEHIND_TLS_PROXY", default=False)
+# Whether browsers reach the site over HTTPS (directly or through a TLS proxy). Cookies are
+# Secure only then: over plain http a browser drops a Secure cookie, and every login fails its
+# CSRF check. Declared, never guessed from the process's mode, so all processes agree and
+# `check --deploy` warns about insecure cookies exactly when they are insecure.
+STAGEWISE_HTTPS = env.bool("STAGEWISE_HTTPS", default=SECURE_SSL_REDIRECT or BEHIND_TLS_PROXY)
+SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=STAGEWISE_HTTPS)
+CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=SESSION_COOKIE_SECURE)
 SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=False)
 SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
-if env.bool("BEHIND_TLS_PROXY", default=False):
+if BEHIND_TLS_PROXY:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
 
 # ------------------------------------------------------------------ REST API
 REST_FRAMEWORK = {
+    # Token first: its authenticate_header makes an anonymous call a 401 with WWW-Authenticate
+    # (DRF asks only the first class). Session requests keep DRF's CSRF check.
     "DEFAULT_AUTHENTICATION_CLASSES": [
+        "runs.api.auth.ApiTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
-        "rest_framework.authentication.TokenAuthentication",
     ],
+    # Per token (per user for sessions), counted in the Redis cache below: a 429 with
+    # Retry-After over the rate. Metric batches have their own, higher rate (runs/api/throttling.py).
+    "DEFAULT_THROTTLE_CLASSES": [
+        "runs.api.throttling.ApiUserThrottle",
+        "runs.api.throttling.IngestThrottle",
+    ],
+    "DEFAULT_THROTTLE_RATES": {
+        "user": env.str("STAGEWISE_THROTTLE_USER", default="2000/min"),
+        "ingest": env.str("STAGEWISE_THROTTLE_INGEST", default="20000/min"),
+    },
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_PARSER_CLASSES": [
         "runs.api.parsers.OrjsonParser",
@@ -163,26 +193,90 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    # limit/offset out of range or not integers are a 400, not DRF's silent default
+    "DEFAULT_PAGINATION_CLASS": "runs.api.pagination.LimitOffsetPagination",
     "PAGE_SIZE": 50,
     "EXCEPTION_HANDLER": "runs.api.errors.exception_handler",
 }
+# JSON bodies over this are a 413, refused from their Content-Length before they are read
+# (runs/api/parsers.py): a 50,000-point metric batch is about 4.6 MB (keys up to 200
+# characters: about 14 MB). Dataset uploads have their own limit, STAGEWISE_MAX_UPLOAD_BYTES.
+STAGEWISE_MAX_BODY_BYTES = env.int("STAGEWISE_MAX_BODY_BYTES", default=16 * 1024 * 1024)
+# JSON bodies nested deeper than this are a 400 (plan validators recurse).
+STAGEWISE_MAX_JSON_DEPTH = env.int("STAGEWISE_MAX_JSON_DEPTH", default=64)
+# Before any view: a query parameter with NUL is a 400, an /api/ body over the limit a 413.
+MIDDLEWARE = [*MIDDLEWARE, "runs.middleware.request_guard"]
+
+
+def _redis_db_url(url: str, db: int) -> str:
+    """REDIS_URL on database ``db``: ``unix:///path.sock?db=0`` or ``redis://host:port/0``."""
+    if url.startswith("unix://"):
+        path, _, query = url.partition("?")
+        params = [p for p in query.split("&") if p and not p.startswith("db=")]
+        return f"{path}?{'&'.join([*params, f'db={db}'])}"
+    head, sep, query = url.partition("?")
+    scheme, _, rest = head.partition("://")
+    hostport = rest.split("/", 1)[0]
+    return f"{scheme}://{hostport}/{db}{sep}{query}"
+
+
+# Shared by all web processes (API throttle counters, short-lived page caches); its own Redis
+# database so that flushing it never touches Celery's or Channels' keys (database 0).
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": _redis_db_url(REDIS_URL, env.int("STAGEWISE_CACHE_REDIS_DB", default=1)),
+        "KEY_PREFIX": "stagewise",
+    }
+}
 SPECTACULAR_SETTINGS = {
     "TITLE": "Stagewise API",
-    "DESCRIPTION": "Staged training pipelines, runs, metrics and analysis.",
+    "DESCRIPTION": "Staged training pipelines, runs, metrics, datasets and analysis. "
+    "Authenticate with a personal API token (`Authorization: Bearer <key>`, from "
+    "/settings/tokens/) or a signed-in session. Errors are JSON: "
+    '`{"detail": ..., "errors": {field: [reasons]}}`. Lists are paginated with `limit` and '
+    "`offset`. Strings must not contain NUL characters. Queues, workers and data roots are "
+    "managed by staff in the Django admin (/admin/).",
     "VERSION": "0.1.0",
+    # pydantic writes the plan's schema (trainers.plan.plan_schema) in JSON Schema 2020-12
+    "OAS_VERSION": "3.1.0",
     "ENUM_NAME_OVERRIDES": {
         "RunStateEnum": "runs.models.runs.RunState",
         "StageStateEnum": "runs.models.runs.StageState",
+        "DatasetFormatEnum": "runs.models.datasets.DatasetFormat",
     },
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "runs.api.schema.add_plan_components",
+        "runs.api.schema.json_request_bodies",
+        "runs.api.schema.add_error_responses",
+    ],
+    # The schema and the docs are for signed-in users and token holders (anonymous: 401).
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
+    "SERVE_INCLUDE_SCHEMA": False,
+    "COMPONENT_SPLIT_REQUEST": True,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 
 # ------------------------------------------------------------------ Channels + Celery
+# Every idle websocket waits in a blocking pop of channels-redis (RedisChannelLayer.brpop_timeout,
+# 5 s) whose reply comes only when that timeout ends; redis-py's default read timeout is also
+# 5 s, so idle reads raced it and lost ("Timeout reading from redis.sock"): the socket closed
+# and the page reconnected every ~5 s. Reads must outlast the pop; connecting stays quick.
+CHANNEL_REDIS_SOCKET_TIMEOUT = 30
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
         "CONFIG": {
-            "hosts": [REDIS_URL],
+            "hosts": [
+                {
+                    "address": REDIS_URL,
+                    "socket_timeout": CHANNEL_REDIS_SOCKET_TIMEOUT,
+                    "socket_connect_timeout": 5,
+                }
+            ],
             # Sized so live pushes are not dropped under the benchmark load (DESIGN.md).
             "capacity": env.int("CHANNEL_CAPACITY", default=5000),
             "expiry": 60,

@@ -1,13 +1,27 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
-from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView
+from django.urls import include, path, re_path
+from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
+
+from runs.api.errors import api_not_found
 
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    # Swagger UI and Redoc, their assets served from here (drf-spectacular-sidecar)
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    path("api/redoc/", SpectacularRedocView.as_view(url_name="api-schema"), name="api-redoc"),
     path("api/", include("runs.api.urls")),
+    # Last under /api/: whatever no endpoint matched is a JSON 404, never an HTML page.
+    re_path(r"^api(?:/|$)", api_not_found, name="api-not-found"),
     path("", include("frontend.urls")),
 ]
+
+# Django's own errors: JSON under /api/, the styled pages (frontend/templates/4xx.html)
+# elsewhere (runs/api/errors.py).
+handler400 = "runs.api.errors.bad_request"
+handler403 = "runs.api.errors.permission_denied"
+handler404 = "runs.api.errors.page_not_found"
+handler500 = "runs.api.errors.server_error"

@@ -1,8 +1,19 @@
 from rest_framework.exceptions import NotFound, PermissionDenied
+from rest_framework.permissions import BasePermission
 
-from runs.models import Run, Team
+from runs.models import ApiToken, Run, Team
 from runs.selectors.runs import run_get
-from runs.selectors.teams import team_ids_for
+from runs.selectors.teams import admin_team_ids_for, team_ids_for
+
+
+class SessionOnly(BasePermission):
+    """Only a signed-in browser session, not an API token: a token cannot mint or revoke
+    tokens, so a leaked one cannot make itself a successor."""
+
+    message = "API tokens cannot manage tokens: sign in and use /settings/tokens/ or a session"
+
+    def has_permission(self, request, view) -> bool:
+        return not isinstance(request.auth, ApiToken)
 
 
 def visible_run(request, run_id: int) -> Run:
@@ -42,4 +53,13 @@ def team_for_write(request, slug: str | None) -> Team:
         raise PermissionDenied(
             f"you are not a member of team {slug!r}" if slug else "you are not in any team"
         )
+    return team
+
+
+def team_for_admin(request, slug: str) -> Team:
+    """A team where the user is a team admin (manages its members' tokens); 403 otherwise, with
+    the same answer whether or not the team exists."""
+    team = Team.objects.filter(slug=slug, pk__in=admin_team_ids_for(request.user)).first()
+    if team is None:
+        raise PermissionDenied(f"you are not an admin of team {slug!r}")
     return team

@@ -1,12 +1,61 @@
 """Shapes only: input validation and output fields. No side effects (services do those)."""
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from runs.models import Checkpoint, Pipeline, Queue, Run, StageRun
+from runs.api.schema import PLAN_REF, PLAN_STAGE_REF
+from runs.models import Checkpoint, Dataset, DatasetVersion, Pipeline, Queue, Run, StageRun
+from runs.models.datasets import DatasetFormat
 from runs.selectors.dashboard import external_report_status
 from runs.selectors.runs import run_analysis_summary
+from runs.services import runs_edit
+from runs.services.datasets import PREVIEW_RECORDS
+from runs.services.ingest_batch import MAX_KEY_LENGTH
 
 MAX_POINTS_PER_REQUEST = 50_000
+MAX_PREVIEW_RECORDS = 100
+MAX_STEP = 2**53 - 1  # trainers.plan.MAX_STEP: steps stay exact in float64
+
+
+@extend_schema_field(PLAN_REF)
+class PlanField(serializers.JSONField):
+    """A trainers plan (trainers/plan.py): the OpenAPI component ``Plan`` is its JSON schema."""
+
+
+@extend_schema_field(PLAN_STAGE_REF)
+class PlanStageField(serializers.DictField):
+    """One stage of a trainers plan (the component ``PlanStageSpec``)."""
+
+
+# ------------------------------------------------------------------ errors (documented shapes)
+
+
+class ErrorOut(serializers.Serializer):
+    """Every 4xx answer: a reason, and for invalid input the reasons per field (dotted paths
+    for nested fields: ``stages.1.eval_interval``)."""
+
+    detail = serializers.CharField()
+    errors = serializers.DictField(
+        child=serializers.ListField(child=serializers.CharField()),
+        required=False,
+        help_text="invalid input: field -> reasons",
+    )
+
+
+class ConflictOut(ErrorOut):
+    """409: the request does not fit the current state; ``runs`` names the runs in the way
+    (a dataset version they use, the forks of a run), where there are any."""
+
+    runs = serializers.ListField(child=serializers.IntegerField(), required=False)
+
+
+class IngestErrorOut(serializers.Serializer):
+    """400 for a bad point of a metrics batch: which one and why."""
+
+    detail = serializers.CharField()
+    index = serializers.IntegerField(allow_null=True, help_text="the point's position")
+    field = serializers.CharField(allow_null=True, help_text="key, step, value, time or points")
+    reason = serializers.CharField(allow_null=True)
 
 
 class StageRunOut(serializers.ModelSerializer):
@@ -24,12 +73,28 @@ class CheckpointOut(serializers.ModelSerializer):
         fields = ["id", "step", "stage_index", "stage_end", "size_bytes", "created_at"]
 
 
+class AnalysisSummaryOut(serializers.Serializer):
+    metric = serializers.CharField(allow_null=True, help_text="the metric the summary is about")
+    acc = serializers.FloatField(allow_null=True)
+    bwt = serializers.FloatField(allow_null=True)
+    fwt = serializers.FloatField(allow_null=True)
+    avg_forgetting = serializers.FloatField(allow_null=True)
+
+
 class RunOut(serializers.ModelSerializer):
     stages = StageRunOut(source="stage_runs", many=True, read_only=True)
-    analysis = serializers.SerializerMethodField(help_text="acc/bwt/fwt/avg_forgetting summary")
+    analysis = serializers.SerializerMethodField(
+        help_text="acc/bwt/fwt/avg_forgetting summary (null before any eval point)"
+    )
     queue = serializers.SlugRelatedField(slug_field="name", read_only=True)
     team = serializers.SlugRelatedField(slug_field="slug", read_only=True)
-    pipeline_name = serializers.CharField(source="pipeline.name", default=None, read_only=True)
+    pipeline_name = serializers.CharField(
+        source="pipeline.name",
+        default=None,
+        allow_null=True,
+        read_only=True,
+        help_text="null when the run has no pipeline (a raw plan, or its pipeline was deleted)",
+    )
     stale = serializers.SerializerMethodField(
         help_text="a running external run with no report for STAGEWISE_EXTERNAL_STALE_SECONDS "
         "(its job may be gone; it is not failed for it)"
@@ -42,6 +107,7 @@ class RunOut(serializers.ModelSerializer):
                   "started_at", "finished_at", "error", "external", "last_report_at",
                   "stale", "stages", "analysis"]  # fmt: skip
 
+    @extend_schema_field(AnalysisSummaryOut(allow_null=True))
     def get_analysis(self, run: Run) -> dict | None:
         return run_analysis_summary(run)
 
@@ -50,13 +116,34 @@ class RunOut(serializers.ModelSerializer):
 
 
 class RunDetailOut(RunOut):
+    plan = PlanField(read_only=True, help_text="the validated plan snapshot this run executes")
+    overrides = serializers.DictField(read_only=True)
+
     class Meta(RunOut.Meta):
-        fields = [*RunOut.Meta.fields, "plan", "overrides"]
+        fields = [*RunOut.Meta.fields, "notes", "plan", "overrides"]
+
+
+class RunUpdateIn(serializers.Serializer):
+    """PATCH: any of name, tags (replaced whole) and notes."""
+
+    name = serializers.CharField(max_length=runs_edit.NAME_MAX, min_length=1)
+    tags = serializers.ListField(
+        child=serializers.CharField(max_length=runs_edit.TAG_MAX, min_length=1),
+        max_length=runs_edit.MAX_TAGS,
+    )
+    notes = serializers.CharField(
+        max_length=runs_edit.NOTES_MAX, allow_blank=True, trim_whitespace=False
+    )
+
+    def validate_name(self, value: str) -> str:
+        if not value.strip():
+            raise serializers.ValidationError("must not be blank")
+        return value
 
 
 class RunSubmitIn(serializers.Serializer):
     pipeline = serializers.PrimaryKeyRelatedField(queryset=Pipeline.objects.all(), required=False)
-    plan = serializers.JSONField(required=False)
+    plan = PlanField(required=False, help_text="a trainers plan (give this or pipeline)")
     queue = serializers.SlugRelatedField(
         slug_field="name",
         queryset=Queue.objects.all(),
@@ -100,7 +187,11 @@ class StageReportIn(serializers.Serializer):
 
 class RunForkIn(serializers.Serializer):
     checkpoint = serializers.IntegerField(help_text="id of a checkpoint of this run")
-    stages = serializers.ListField(child=serializers.DictField(), required=False)
+    stages = serializers.ListField(
+        child=PlanStageField(),
+        required=False,
+        help_text="the stages after the checkpoint's (default: the parent's)",
+    )
     queue = serializers.SlugRelatedField(
         slug_field="name", queryset=Queue.objects.all(), required=False
     )
@@ -137,7 +228,7 @@ class StageSummaryOut(serializers.Serializer):
 
 class PipelineIO(serializers.ModelSerializer):
     team = serializers.SlugRelatedField(slug_field="slug", read_only=True)
-    plan = serializers.JSONField(help_text="the plan exactly as saved (see trainers/plan.py)")
+    plan = PlanField(help_text="the plan exactly as saved (see trainers/plan.py)")
     stages = StageSummaryOut(
         source="stage_summaries", many=True, read_only=True, help_text="read from the plan"
     )
@@ -149,7 +240,7 @@ class PipelineIO(serializers.ModelSerializer):
 
 
 class PipelineIn(serializers.Serializer):
-    plan = serializers.JSONField(help_text="a trainers plan; its name names the pipeline")
+    plan = PlanField(help_text="a trainers plan; its name names the pipeline")
     description = serializers.CharField(required=False, allow_blank=True, default="")
     team = serializers.SlugField(required=False)
     replace = serializers.BooleanField(
@@ -189,3 +280,188 @@ class ExportQuery(serializers.Serializer):
 
     def validate_keys(self, value: str) -> list[str]:
         return [k for k in value.split(",") if k]
+
+
+# ------------------------------------------------------------------ metrics and series
+
+
+class PointIn(serializers.Serializer):
+    key = serializers.CharField(max_length=MAX_KEY_LENGTH, help_text="e.g. train/loss")
+    step = serializers.IntegerField(min_value=0, max_value=MAX_STEP, help_text="global step")
+    value = serializers.FloatField(help_text="a finite number")
+    time = serializers.FloatField(
+        required=False, allow_null=True, help_text="unix seconds (default: when received)"
+    )
+
+
+class MetricsIn(serializers.Serializer):
+    """Only documents the body: the view parses it column-wise (runs/services/ingest.py)."""
+
+    points = PointIn(many=True, help_text=f"1 to {MAX_POINTS_PER_REQUEST:,} points")
+    stage = serializers.IntegerField(
+        required=False,
+        allow_null=True,
+        min_value=0,
+        help_text="only accept steps of this stage (and advance its progress)",
+    )
+
+
+class MetricsAcceptedOut(serializers.Serializer):
+    accepted = serializers.IntegerField(help_text="points stored (a re-sent one replaces)")
+
+
+class SeriesKeysOut(serializers.Serializer):
+    keys = serializers.ListField(child=serializers.CharField())
+
+
+class SeriesLineOut(serializers.Serializer):
+    steps = serializers.ListField(child=serializers.IntegerField())
+    values = serializers.ListField(child=serializers.FloatField())
+    level = serializers.IntegerField(
+        required=False, allow_null=True, help_text="rollup level (null: raw points)"
+    )
+    min = serializers.ListField(
+        child=serializers.FloatField(), required=False, help_text="downsampled: bucket minima"
+    )
+    max = serializers.ListField(
+        child=serializers.FloatField(), required=False, help_text="downsampled: bucket maxima"
+    )
+    bucket_steps = serializers.IntegerField(required=False, help_text="downsampled: bucket width")
+    own_from_step = serializers.IntegerField(
+        required=False, allow_null=True, help_text="lineage: the run's first own step"
+    )
+
+
+class SeriesOut(serializers.Serializer):
+    run = serializers.IntegerField()
+    series = serializers.DictField(child=SeriesLineOut(), help_text="key -> its line")
+
+
+# ------------------------------------------------------------------ datasets
+
+
+class DatasetVersionOut(serializers.ModelSerializer):
+    sha256 = serializers.CharField(source="content_hash", read_only=True)
+    created_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+
+    class Meta:
+        model = DatasetVersion
+        fields = ["id", "version", "format", "size_bytes", "sha256", "records", "created_by",
+                  "created_at"]  # fmt: skip
+        read_only_fields = fields
+
+
+class DatasetVersionDetailOut(DatasetVersionOut):
+    runs = serializers.SerializerMethodField(help_text="ids of the runs that use this version")
+
+    class Meta(DatasetVersionOut.Meta):
+        fields = [*DatasetVersionOut.Meta.fields, "runs"]
+        read_only_fields = fields
+
+    def get_runs(self, version: DatasetVersion) -> list[int]:
+        used = self.context.get("used_by") or {}
+        return [r.pk for r in used.get(version.pk, [])]
+
+
+class DatasetOut(serializers.ModelSerializer):
+    team = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+    latest = serializers.SerializerMethodField(help_text="the newest version")
+    version_count = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Dataset
+        fields = ["id", "team", "name", "description", "created_at", "updated_at", "latest",
+                  "version_count"]  # fmt: skip
+        read_only_fields = fields
+
+    @extend_schema_field(DatasetVersionOut(allow_null=True))
+    def get_latest(self, dataset: Dataset) -> dict | None:
+        versions = list(dataset.versions.all())  # prefetched, newest first
+        return DatasetVersionOut(versions[0]).data if versions else None
+
+    def get_version_count(self, dataset: Dataset) -> int:
+        return len(dataset.versions.all())
+
+
+class DatasetDetailOut(DatasetOut):
+    versions = DatasetVersionDetailOut(many=True, read_only=True, help_text="newest first")
+
+    class Meta(DatasetOut.Meta):
+        fields = [*DatasetOut.Meta.fields, "versions"]
+        read_only_fields = fields
+
+
+FORMAT_CHOICES = DatasetFormat.choices  # the formats FORMATS maps file extensions to
+
+
+class DatasetUploadIn(serializers.Serializer):
+    file = serializers.FileField(help_text=".txt, .jsonl or .parquet (or say which in format)")
+    name = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        help_text="the dataset's name in its team: a new name makes a dataset, a taken one its "
+        "next version (default: the file's name)",
+    )
+    format = serializers.ChoiceField(
+        choices=FORMAT_CHOICES,
+        required=False,
+        help_text="the file's format (default: from its extension)",
+    )
+    team = serializers.SlugField(required=False, help_text="team slug; default: your first team")
+    text_field = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        help_text="JSONL/Parquet: the field holding the text (default: text)",
+    )
+    prompt_field = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        help_text="JSONL/Parquet: SFT prompts (with response_field)",
+    )
+    response_field = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        help_text="JSONL/Parquet: SFT responses (with prompt_field)",
+    )
+
+
+class DatasetUploadOut(serializers.Serializer):
+    dataset = DatasetOut()
+    version = DatasetVersionOut()
+    created = serializers.BooleanField(
+        help_text="false: the same bytes were uploaded before, and that version is answered"
+    )
+
+
+class PreviewQuery(serializers.Serializer):
+    limit = serializers.IntegerField(
+        required=False,
+        default=PREVIEW_RECORDS,
+        min_value=1,
+        max_value=MAX_PREVIEW_RECORDS,
+        help_text="how many records (Parquet: at most those of the first row group)",
+    )
+
+
+class DatasetPreviewOut(serializers.Serializer):
+    dataset = serializers.IntegerField()
+    version = serializers.IntegerField()
+    format = serializers.ChoiceField(choices=FORMAT_CHOICES)
+    records = serializers.ListField(
+        child=serializers.CharField(),
+        help_text="the first records as display text: lines, JSON objects (each cut at 2,000 "
+        "characters), Parquet rows as JSON",
+    )
+
+
+# ------------------------------------------------------------------ workers
+
+
+class WorkerOut(serializers.Serializer):
+    name = serializers.CharField(help_text="the Celery node name (name@host)")
+    queues = serializers.ListField(
+        child=serializers.CharField(), help_text="the queues it consumes that you may use"
+    )
+    all_queues = serializers.BooleanField(
+        help_text="an all-queues worker: it also takes every queue created after it started"
+    )

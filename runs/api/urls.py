@@ -32,6 +32,35 @@ urlpatterns = [
     path("queues/", views.QueueList.as_view(), name="api-queues"),
 ]
 
+# Personal API tokens (session only).
+from runs.api import views_tokens  # noqa: E402
+
+urlpatterns += [
+    path("tokens/", views_tokens.TokenListCreate.as_view(), name="api-tokens"),
+    path("tokens/<int:token_id>/", views_tokens.TokenDetail.as_view(), name="api-token"),
+]
+
+# Datasets (upload, versions, preview, download, delete) and the workers that serve the queues.
+from runs.api import views_datasets, views_workers  # noqa: E402
+
+_version = "datasets/<int:dataset_id>/versions/<int:version>/"
+urlpatterns += [
+    path("datasets/", views_datasets.DatasetListCreate.as_view(), name="api-datasets"),
+    path("datasets/<int:dataset_id>/", views_datasets.DatasetDetail.as_view(), name="api-dataset"),
+    path(_version, views_datasets.DatasetVersionDetail.as_view(), name="api-dataset-version"),
+    path(
+        _version + "preview/",
+        views_datasets.DatasetVersionPreview.as_view(),
+        name="api-dataset-version-preview",
+    ),
+    path(
+        _version + "download/",
+        views_datasets.DatasetVersionDownload.as_view(),
+        name="api-dataset-version-download",
+    ),
+    path("workers/", views_workers.WorkerList.as_view(), name="api-workers"),
+]
+
 # Dashboard endpoints (frontend/), kept in their own module.
 from runs.api import views_ui  # noqa: E402
 

@@ -6,7 +6,7 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import transaction
 from django.http import StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status
 from rest_framework.exceptions import NotFound, PermissionDenied, ValidationError
 from rest_framework.generics import ListAPIView
@@ -16,10 +16,10 @@ from rest_framework.views import APIView
 from runs.api import serializers as s
 from runs.api.permissions import require_write, team_for_write, visible_run, writable_run
 from runs.api.streaming import stream_async
-from runs.models import Checkpoint, Pipeline, Queue
+from runs.models import Checkpoint, Pipeline, Queue, RunState
 from runs.selectors.export import export_csv
 from runs.selectors.pipelines import pipeline_list
-from runs.selectors.runs import run_list
+from runs.selectors.runs import NAME_MAX, QUEUE_MAX, TAG_MAX, run_list
 from runs.selectors.series import (
     MAX_RAW_AFTER,
     lineage_sources,
@@ -30,12 +30,45 @@ from runs.selectors.series import (
     series_window_lineage,
 )
 from runs.services import runs as run_services
+from runs.services import runs_edit
 from runs.services.errors import QueueAccessDenied
 from runs.services.external import external_stage_report
 from runs.services.ingest import IngestError, parse_points
 from runs.services.pipelines import pipeline_delete, pipeline_update
 from runs.services.plans import pipeline_upsert_from_plan
 from runs.services.points import points_from_client
+
+RUN_ORDERINGS = ["created_at", "-created_at", "name", "-name", "state", "-state", "priority",
+                 "-priority"]  # fmt: skip
+_STATES = "|".join(RunState.values)
+# Bounds as runs/selectors/runs.py checks them (a longer value could not match: a 400).
+RUN_LIST_PARAMETERS = [
+    OpenApiParameter(
+        "state",
+        # what choices_value accepts: items split on commas, blank ones skipped, one at least
+        {"type": "string", "pattern": rf"^(\s*,)*\s*({_STATES})\s*(,\s*(({_STATES})\s*)?)*$"},
+        description="comma-separated run states: " + ", ".join(RunState.values),
+    ),
+    OpenApiParameter(
+        "pipeline",
+        {"type": "integer", "minimum": 1, "maximum": 2**63 - 1},
+        description="a pipeline id",
+    ),
+    OpenApiParameter(
+        "queue", {"type": "string", "maxLength": QUEUE_MAX}, description="a queue name"
+    ),
+    OpenApiParameter(
+        "tag", {"type": "string", "maxLength": TAG_MAX}, description="runs with this tag"
+    ),
+    OpenApiParameter(
+        "search",
+        {"type": "string", "maxLength": NAME_MAX},
+        description="in the run's name, its pipeline's name and its tags",
+    ),
+    OpenApiParameter(
+        "ordering", {"type": "string", "enum": RUN_ORDERINGS}, description="default: -created_at"
+    ),
+]
 
 
 class RunListCreate(ListAPIView):
@@ -44,12 +77,16 @@ class RunListCreate(ListAPIView):
     def get_queryset(self):
         keys = ("state", "pipeline", "queue", "tag", "search")
         qs = run_list(user=self.request.user, filters={k: self.request.GET.get(k) for k in keys})
-        order = self.request.GET.get("ordering", "-created_at")
-        allowed = {"created_at", "-created_at", "name", "-name", "state", "-state", "priority",
-                   "-priority"}  # fmt: skip
-        if order not in allowed:
-            raise ValidationError({"ordering": f"must be one of {', '.join(sorted(allowed))}"})
+        order = self.request.GET.get("ordering") or "-created_at"
+        if order not in RUN_ORDERINGS:
+            raise ValidationError(
+                {"ordering": f"must be one of {', '.join(sorted(RUN_ORDERINGS))}"}
+            )
         return qs.order_by(order, "-pk")
+
+    @extend_schema(parameters=RUN_LIST_PARAMETERS)
+    def get(self, request, *args, **kwargs):
+        return super().get(request, *args, **kwargs)
 
     @extend_schema(request=s.RunSubmitIn, responses={201: s.RunDetailOut})
     def post(self, request):
@@ -77,14 +114,40 @@ class RunListCreate(ListAPIView):
         return Response(s.RunDetailOut(run).data, status=status.HTTP_201_CREATED)
 
 
+CONFLICT = OpenApiResponse(s.ConflictOut, description="does not fit the current state")
+
+
 class RunDetail(APIView):
+    """GET a run; PATCH its name, tags or notes (members); DELETE a finished, failed or canceled
+    run with its points, checkpoints (on disk too) and analysis (members; 409 while it may
+    still change or while forks of it exist)."""
+
     @extend_schema(responses=s.RunDetailOut)
     def get(self, request, run_id: int):
         return Response(s.RunDetailOut(visible_run(request, run_id)).data)
 
+    @extend_schema(request=s.RunUpdateIn, responses=s.RunDetailOut)
+    def patch(self, request, run_id: int):
+        run = visible_run(request, run_id)
+        require_write(request, run.team_id)
+        data = s.RunUpdateIn(data=request.data, partial=True)
+        data.is_valid(raise_exception=True)
+        runs_edit.run_update(run=run, **data.validated_data)
+        return Response(s.RunDetailOut(visible_run(request, run_id)).data)
+
+    @extend_schema(request=None, responses={204: None, 409: CONFLICT})
+    def delete(self, request, run_id: int):
+        run = visible_run(request, run_id)
+        require_write(request, run.team_id)
+        try:
+            runs_edit.run_delete(run=run)
+        except runs_edit.RunInUse as exc:
+            return Response({"detail": str(exc), "runs": exc.runs}, status=status.HTTP_409_CONFLICT)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
 
 class RunCancel(APIView):
-    @extend_schema(request=None, responses=s.RunDetailOut)
+    @extend_schema(request=None, responses={200: s.RunDetailOut, 409: CONFLICT})
     def post(self, request, run_id: int):
         run = visible_run(request, run_id)
         require_write(request, run.team_id)
@@ -119,19 +182,23 @@ class RunFork(APIView):
         return Response(s.RunDetailOut(run).data, status=status.HTTP_201_CREATED)
 
 
-class RunCheckpoints(APIView):
-    @extend_schema(responses=s.CheckpointOut(many=True))
-    def get(self, request, run_id: int):
-        run = visible_run(request, run_id)
-        qs = run.checkpoints.select_related("stage_run").order_by("step")
-        return Response(s.CheckpointOut(qs, many=True).data)
+class RunCheckpoints(ListAPIView):
+    """The run's checkpoints by step (paginated like every list)."""
+
+    serializer_class = s.CheckpointOut
+
+    def get_queryset(self):
+        if getattr(self, "swagger_fake_view", False):  # schema generation: no request user
+            return Checkpoint.objects.none()
+        run = visible_run(self.request, self.kwargs["run_id"])
+        return run.checkpoints.select_related("stage_run").order_by("step", "pk")
 
 
 class RunStageReport(APIView):
     """An external run's client reports a stage's state (running, succeeded, failed,
     canceled); 409 for a run our workers execute, an illegal change or a canceled run."""
 
-    @extend_schema(request=s.StageReportIn, responses=s.RunOut)
+    @extend_schema(request=s.StageReportIn, responses={200: s.RunOut, 409: CONFLICT})
     def post(self, request, run_id: int, index: int):
         run = visible_run(request, run_id)
         require_write(request, run.team_id)
@@ -151,7 +218,14 @@ class RunMetrics(APIView):
     run Stagewise's workers execute and for a finished, failed or canceled run. GET lists
     the run's series keys."""
 
-    @extend_schema(request=None, responses={200: dict})
+    @extend_schema(
+        request=s.MetricsIn,
+        responses={
+            200: s.MetricsAcceptedOut,
+            400: OpenApiResponse(s.IngestErrorOut, description="a bad point, named by index"),
+            409: CONFLICT,
+        },
+    )
     def post(self, request, run_id: int):
         run = writable_run(request, run_id)
         body = request.data if isinstance(request.data, dict) else {}
@@ -168,7 +242,7 @@ class RunMetrics(APIView):
             )
         return Response({"accepted": n})
 
-    @extend_schema(responses={200: dict})
+    @extend_schema(responses={200: s.SeriesKeysOut})
     def get(self, request, run_id: int):
         run = visible_run(request, run_id)
         return Response({"keys": series_keys(run_id=run.pk)})
@@ -192,7 +266,7 @@ class RunExport(APIView):
 
 
 class RunSeries(APIView):
-    @extend_schema(parameters=[s.SeriesQuery], responses={200: dict})
+    @extend_schema(parameters=[s.SeriesQuery], responses={200: s.SeriesOut})
     def get(self, request, run_id: int):
         run = visible_run(request, run_id)
         q = s.SeriesQuery(data=request.GET)

@@ -67,7 +67,7 @@ class RunLrLawWhatIf(APIView):
         if not isinstance(plan, dict):
             raise ValidationError({"plan": "must be a JSON object"})
         try:
-            plan_validate(plan)
+            plan_validate(plan, team=run.team)  # what the run's team may read, as on submit
             return Response(
                 lr_law_what_if(run=run, plan_data=plan, stage=data.validated_data.get("stage"))
             )

@@ -11,11 +11,15 @@ from rest_framework.views import APIView
 
 from runs.api import serializers as s
 from runs.api.permissions import visible_run
-from runs.selectors.dashboard import run_analysis, run_row, run_rows
+from runs.input_checks import int_value, invalid
+from runs.selectors.dashboard import RUN_ORDERINGS, run_analysis, run_row, run_rows
+from runs.selectors.runs import RUN_FILTER_KEYS
+from runs.selectors.teams import visible_team
 from runs.services.plans import plan_validate
-from trainers.engine import lr_preview
+from trainers.schedules import lr_at
 
 MAX_PREVIEW_POINTS = 2000
+MAX_PAGE = 1_000_000
 
 
 class UiRunRows(APIView):
@@ -24,16 +28,16 @@ class UiRunRows(APIView):
     @extend_schema(operation_id="ui_runs_list", responses={200: OpenApiTypes.OBJECT})
     def get(self, request):
         g = request.GET
-        keys = ("state", "pipeline", "queue", "tag", "search")
-        try:
-            page = max(int(g.get("page", 1)), 1)
-            size = min(max(int(g.get("page_size", 25)), 1), 200)
-        except ValueError:
-            return Response({"detail": "page and page_size must be integers"}, status=400)
+        # A bad value is a 400 naming it ({"errors": {field: [reason]}}), never a guess.
+        page = int_value(g.get("page") or 1, "page", min_value=1, max_value=MAX_PAGE)
+        size = int_value(g.get("page_size") or 25, "page_size", min_value=1, max_value=200)
+        ordering = g.get("ordering") or "-created_at"
+        if ordering not in RUN_ORDERINGS:
+            raise invalid("ordering", f"must be one of {', '.join(RUN_ORDERINGS)}")
         data = run_rows(
             user=request.user,
-            filters={k: g.get(k) for k in keys},
-            ordering=g.get("ordering", "-created_at"),
+            filters={k: g.get(k) for k in RUN_FILTER_KEYS},  # checked by run_list
+            ordering=ordering,
             page=page,
             page_size=size,
         )
@@ -65,24 +69,32 @@ class UiRunAnalysis(APIView):
         return Response(run_analysis(visible_run(request, run_id)))
 
 
+def preview_grid(bounds: list[tuple[int, int]], n: int = MAX_PREVIEW_POINTS) -> np.ndarray:
+    """At most ``n`` evenly spread global steps plus each stage's first steps and its end
+    (where schedules have their corners), whatever the budget: the preview's cost does not
+    grow with the number of steps."""
+    total = bounds[-1][1]
+    grid = np.linspace(0, total, num=min(n, total + 1)).round().astype(np.int64)
+    corners = [s for a, b in bounds for s in (a, a + 1, b)]
+    return np.unique(np.concatenate([grid, np.asarray(corners, dtype=np.int64)]))
+
+
 class UiPlanPreview(APIView):
-    """POST {"plan": {...}} -> the whole pipeline's LR per step, or field-path errors."""
+    """POST {"plan": {...}, "team"?: slug} -> the whole pipeline's LR per step, or field-path
+    errors. The plan is checked against what ``team`` (default: the user's first) may read."""
 
     @extend_schema(request=OpenApiTypes.OBJECT, responses={200: OpenApiTypes.OBJECT})
     def post(self, request):
-        plan = request.data.get("plan") if isinstance(request.data, dict) else None
+        body = request.data if isinstance(request.data, dict) else {}
+        team = visible_team(request.user, body.get("team"))
         # a 400 with {"errors": {field path: [reasons]}} through the API's exception handler
-        validated = plan_validate(plan)
-        lr = lr_preview(validated)
-        stride = max(1, int(np.ceil(len(lr) / MAX_PREVIEW_POINTS)))
-        steps = np.arange(len(lr))[::stride]
-        if steps[-1] != len(lr) - 1:  # always show the last step
-            steps = np.append(steps, len(lr) - 1)
+        validated = plan_validate(body.get("plan"), team=team)
         bounds = validated.stage_bounds()
+        steps = preview_grid(bounds)
         return Response(
             {
                 "steps": steps.tolist(),
-                "lr": [float(x) for x in lr[steps]],
+                "lr": [float(x) for x in lr_at(validated, steps)],
                 "stages": [
                     {"name": st.name, "start_step": a, "end_step": b}
                     for st, (a, b) in zip(validated.stages, bounds, strict=True)

@@ -9,6 +9,7 @@ import traceback
 
 from runs.execution.heartbeat import Heartbeat
 from runs.execution.sink import DjangoSink
+from runs.services.data_access import plan_for_engine
 from runs.services.leases import lease_acquire
 from runs.services.runs import run_dir
 from runs.services.stages import (
@@ -37,7 +38,11 @@ def execute(stage_run_id: int, token: str) -> str:
     sink = DjangoSink(sr, worker_id=worker_id)
     with Heartbeat(stage_run_id=sr.pk, run_id=run.pk, worker_id=worker_id) as hb:
         try:
-            plan = validate_plan(run.plan, check_files=True)
+            # The stored plan names what the team may read (dataset:, run:, granted paths);
+            # the engine gets local paths, access checked again now, and checks they exist.
+            stored = validate_plan(run.plan, check_files=False)
+            local = plan_for_engine(stored, run.plan, team=run.team)
+            plan = validate_plan(local, check_files=True)
             checkpoints_drop_unindexed(run=run, out_dir=run_dir(run))
             run_stage(plan, sr.stage_index, run_dir(run), sink, control=hb)
             if not sink.close():

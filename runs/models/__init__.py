@@ -1,3 +1,4 @@
+from runs.models.access import DataRoot, RunDatasetVersion
 from runs.models.analysis import RunAnalysis
 from runs.models.datasets import Dataset, DatasetVersion
 from runs.models.metrics import MetricPoint, Series, SeriesRollup
@@ -5,9 +6,12 @@ from runs.models.pipelines import Pipeline
 from runs.models.queues import Queue, WorkerLease
 from runs.models.runs import Checkpoint, InvalidTransition, Run, RunState, StageRun, StageState
 from runs.models.teams import Membership, Role, Team
+from runs.models.tokens import ApiToken
 
 __all__ = [
+    "ApiToken",
     "Checkpoint",
+    "DataRoot",
     "Dataset",
     "DatasetVersion",
     "InvalidTransition",
@@ -18,6 +22,7 @@ __all__ = [
     "Role",
     "RunAnalysis",
     "Run",
+    "RunDatasetVersion",
     "RunState",
     "Series",
     "SeriesRollup",

@@ -78,6 +78,7 @@ class Run(TimeStampedModel):
     overrides = models.JSONField(default=dict, blank=True)
     seed = models.BigIntegerField(default=0)
     tags = ArrayField(models.CharField(max_length=50), default=list, blank=True)
+    notes = models.TextField(blank=True, help_text="free text the team keeps about the run")
     queue = models.ForeignKey("runs.Queue", on_delete=models.PROTECT, related_name="runs")
     priority = models.IntegerField(default=0, help_text="higher starts first within a queue")
     state = models.CharField(

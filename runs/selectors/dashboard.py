@@ -12,8 +12,6 @@ from typing import Any
 from django.conf import settings
 from django.core.paginator import Paginator
 from django.db import connection
-from django.db.models import TextField
-from django.db.models.functions import Cast
 from django.utils import timezone
 
 from runs.models import Queue, Run, RunState, StageRun, StageState
@@ -278,12 +276,10 @@ def queue_overview() -> list[dict[str, Any]]:
     return [{"queue": q, **by_queue[q.pk]} for q in queues]
 
 
-def runs_using_source(*, source_path: str, team_ids: list[int]) -> list[Run]:
-    """Runs whose plan mentions ``file:<source_path>``."""
-    needle = f'"file:{source_path}"'
+def runs_using_version(*, version_id: int, team_ids: list[int]) -> list[Run]:
+    """Runs that trained on a dataset version (recorded at submit: ``RunDatasetVersion``)."""
     return list(
-        Run.objects.filter(team_id__in=team_ids)
-        .annotate(plan_text=Cast("plan", TextField()))
-        .filter(plan_text__contains=needle)
+        Run.objects.filter(team_id__in=team_ids, dataset_uses__dataset_version_id=version_id)
+        .distinct()
         .order_by("-created_at")[:50]
     )

@@ -1,19 +1,56 @@
+from collections.abc import Mapping
+from typing import Any
+
+from django.core.exceptions import ValidationError
 from django.db.models import Prefetch, Q, QuerySet
 
-from runs.models import Run, StageRun
+from runs.input_checks import choices_value, id_value, text_value
+from runs.models import Queue, Run, RunState, StageRun
 from runs.selectors.teams import team_ids_for
 
+RUN_FILTER_KEYS = ("state", "pipeline", "queue", "tag", "search")
+# The columns the filters compare with: a longer value could only match after a silent cut.
+NAME_MAX = Run._meta.get_field("name").max_length
+TAG_MAX = Run._meta.get_field("tags").base_field.max_length
+QUEUE_MAX = Queue._meta.get_field("name").max_length
 
-def run_list(*, user, filters: dict | None = None) -> QuerySet[Run]:
-    """The user's teams' runs with what a list row needs, in two queries."""
-    f = filters or {}
+
+def run_filters(raw: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Query values (strings, as from ``request.GET``) -> checked filters. Absent or empty
+    values are no filter; a bad value raises ``ValidationError`` naming every bad one."""
+    out: dict[str, Any] = {}
+    errors: dict[str, list[str]] = {}
+    checks = {
+        "state": lambda v: choices_value(v, "state", RunState.values),
+        "pipeline": lambda v: id_value(v, "pipeline"),
+        "queue": lambda v: text_value(v, "queue", max_length=QUEUE_MAX),
+        "tag": lambda v: text_value(v, "tag", max_length=TAG_MAX),
+        "search": lambda v: text_value(v, "search", max_length=NAME_MAX),
+    }
+    for key, check in checks.items():
+        value = (raw or {}).get(key)
+        if value is None or value == "":
+            continue
+        try:
+            out[key] = check(value)
+        except ValidationError as exc:
+            errors.update(exc.message_dict)
+    if errors:
+        raise ValidationError(errors)
+    return out
+
+
+def run_list(*, user, filters: Mapping[str, Any] | None = None) -> QuerySet[Run]:
+    """The user's teams' runs with what a list row needs, in two queries. ``filters`` are
+    query values (``run_filters`` checks them: a bad one is a ValidationError)."""
+    f = run_filters(filters)
     qs = (
         Run.objects.filter(team_id__in=team_ids_for(user))
         .select_related("pipeline", "queue", "team", "parent", "analysis")
         .prefetch_related(Prefetch("stage_runs", queryset=StageRun.objects.order_by("stage_index")))
     )
     if f.get("state"):
-        qs = qs.filter(state__in=str(f["state"]).split(","))
+        qs = qs.filter(state__in=f["state"])
     if f.get("pipeline"):
         qs = qs.filter(pipeline_id=f["pipeline"])
     if f.get("queue"):
@@ -22,9 +59,10 @@ def run_list(*, user, filters: dict | None = None) -> QuerySet[Run]:
         qs = qs.filter(tags__contains=[f["tag"]])
     if f.get("search"):
         s = f["search"]
-        qs = qs.filter(
-            Q(name__icontains=s) | Q(pipeline__name__icontains=s) | Q(tags__contains=[s])
-        )
+        match = Q(name__icontains=s) | Q(pipeline__name__icontains=s)
+        if len(s) <= TAG_MAX:  # the array is cast to varchar(50)[]: a longer one would be cut
+            match |= Q(tags__contains=[s])
+        qs = qs.filter(match)
     return qs
 
 

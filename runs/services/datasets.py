@@ -1,5 +1,9 @@
 """Dataset uploads: stream to MEDIA_ROOT while hashing, one DatasetVersion per distinct
-content (sha256), a record count, and a preview of the first records."""
+content (sha256), a record count, and a preview of the first records.
+
+An upload is checked against what training will read from it: every record of a JSONL or
+Parquet file must hold the text field (default ``text``), or the prompt and response fields
+the user selects, as a string. A file that would fail when its stage starts is refused here."""
 
 from __future__ import annotations
 
@@ -16,23 +20,97 @@ from runs.models import Dataset, DatasetVersion, Team
 
 FORMATS = {".txt": "text", ".jsonl": "jsonl", ".parquet": "parquet"}
 PREVIEW_RECORDS = 20
+NAME_MAX = Dataset._meta.get_field("name").max_length
 
 
 class DatasetUploadError(ValueError):
-    """The upload cannot become a dataset version; the message says why."""
+    """The upload cannot become a dataset version; the message says why, ``field`` which form
+    field it is about (``file``, ``name``, ``text_field``, ``prompt_field``...)."""
+
+    def __init__(self, message: str, field: str = "file"):
+        super().__init__(message)
+        self.field = field
 
 
-def _count_and_check(path: Path, fmt: str) -> int:
-    if fmt == "parquet":
-        import pyarrow.parquet as pq
+FIELD_HINT = "choose the field that holds the text, or the prompt and response fields"
 
+
+def record_fields(
+    fmt: str, text_field: str = "text", prompt_field: str = "", response_field: str = ""
+) -> dict[str, str]:
+    """The fields training reads from each record, as {form field: record field}: the
+    prompt and response fields when given (both or neither), else the text field. A text
+    file has no fields (its records are paragraphs)."""
+    text_field, prompt_field, response_field = (
+        (v or "").strip() for v in (text_field, prompt_field, response_field)
+    )
+    if bool(prompt_field) != bool(response_field):
+        missing = "response_field" if prompt_field else "prompt_field"
+        raise DatasetUploadError("give both the prompt and the response field", missing)
+    given = {
+        "text_field": text_field,
+        "prompt_field": prompt_field,
+        "response_field": response_field,
+    }
+    for key, value in given.items():
+        if len(value) > 200 or "\x00" in value:
+            raise DatasetUploadError("a field name is at most 200 characters, without NUL", key)
+    if fmt == "text":
+        if prompt_field:
+            raise DatasetUploadError(
+                "a .txt file has no fields; upload JSONL or Parquet for prompt/response pairs",
+                "prompt_field",
+            )
+        return {}
+    if prompt_field:
+        return {"prompt_field": prompt_field, "response_field": response_field}
+    return {"text_field": text_field or "text"}
+
+
+def _check_parquet(path: Path, fields: dict[str, str], limit: int | None) -> int:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        pf = pq.ParquetFile(path)
+        schema = pf.schema_arrow
+    except Exception as exc:
+        raise DatasetUploadError(f"not a readable Parquet file: {exc}") from None
+    for key, name in fields.items():
+        if name not in schema.names:
+            cols = ", ".join(schema.names[:20]) or "none"
+            raise DatasetUploadError(
+                f"the Parquet file has no column {name!r} (its columns: {cols}); {FIELD_HINT}",
+                key,
+            )
+        kind = schema.field(name).type
+        if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
+            raise DatasetUploadError(f"column {name!r} holds {kind}, not text; {FIELD_HINT}", key)
+    if fields and limit is None:  # at upload: every value (a null would fail training)
         try:
-            return pq.ParquetFile(path).metadata.num_rows
+            table = pf.read(columns=sorted(set(fields.values())))
         except Exception as exc:
             raise DatasetUploadError(f"not a readable Parquet file: {exc}") from None
+        for key, name in fields.items():
+            nulls = table.column(name).null_count
+            if nulls:
+                raise DatasetUploadError(f"column {name!r} has {nulls:,} null values", key)
+    return pf.metadata.num_rows
+
+
+def _count_and_check(
+    path: Path, fmt: str, fields: dict[str, str] | None = None, limit: int | None = None
+) -> int:
+    """Records in the file, each checked for ``fields`` (see record_fields); ``limit``: stop
+    after that many records (a quick look at a stored version)."""
+    fields = fields or {}
+    if fmt == "parquet":
+        return _check_parquet(path, fields, limit)
     n = 0
     with open(path, "rb") as fh:
         for i, line in enumerate(fh, start=1):
+            if limit is not None and n >= limit:
+                break
             try:
                 text = line.decode("utf-8")
             except UnicodeDecodeError:
@@ -46,25 +124,60 @@ def _count_and_check(path: Path, fmt: str) -> int:
                     raise DatasetUploadError(f"line {i} is not valid JSON: {exc.msg}") from None
                 if not isinstance(obj, dict):
                     raise DatasetUploadError(f"line {i} must be a JSON object")
+                for key, name in fields.items():
+                    if name not in obj:
+                        raise DatasetUploadError(
+                            f"line {i} has no field {name!r}; {FIELD_HINT}", key
+                        )
+                    if not isinstance(obj[name], str):
+                        raise DatasetUploadError(f"line {i}: field {name!r} is not a string", key)
             n += 1
     return n
 
 
+def dataset_version_fields_problem(version: DatasetVersion, fields: dict[str, str]) -> str:
+    """Why the first records of a stored version lack ``fields`` (see record_fields), or "".
+    A quick look at submit (the whole file was checked at upload, for the fields chosen
+    then)."""
+    try:
+        _count_and_check(Path(version.storage_path), version.format, fields, limit=100)
+    except DatasetUploadError as exc:
+        return str(exc)
+    except OSError:
+        return "its file is missing on the server"
+    return ""
+
+
 def dataset_version_create(
-    *, team: Team, name: str, upload, filename: str, user=None
+    *,
+    team: Team,
+    name: str,
+    upload,
+    filename: str,
+    user=None,
+    text_field: str = "text",
+    prompt_field: str = "",
+    response_field: str = "",
 ) -> tuple[DatasetVersion, bool]:
     """Store ``upload`` (a Django UploadedFile) as the next version of the team's dataset
     ``name``. Returns (version, created); the same bytes uploaded again return the existing
-    version."""
+    version. Every record must hold the fields training will read (see record_fields)."""
     ext = Path(filename).suffix.lower()
     fmt = FORMATS.get(ext)
     if fmt is None:
         raise DatasetUploadError(
             f"unsupported file type {ext or '(none)'}: use .txt, .jsonl or .parquet"
         )
-    name = name.strip()[:100]
+    fields = record_fields(fmt, text_field, prompt_field, response_field)
+    name = name.strip()
     if not name:
         raise DatasetUploadError("give the dataset a name")
+    if "\x00" in name:  # Postgres refuses NUL in text
+        raise DatasetUploadError("the dataset name must not contain NUL characters", "name")
+    if len(name) > NAME_MAX:  # refused, not cut: a cut name could be another dataset's
+        raise DatasetUploadError(
+            f"the dataset name must be at most {NAME_MAX} characters (it has {len(name)})", "name"
+        )
     root = Path(settings.MEDIA_ROOT) / "datasets" / str(team.pk)
     root.mkdir(parents=True, exist_ok=True)
     tmp = root / f".upload-{uuid.uuid4().hex}{ext}"
@@ -77,7 +190,7 @@ def dataset_version_create(
                 out.write(chunk)
         if size == 0:
             raise DatasetUploadError("the file is empty")
-        records = _count_and_check(tmp, fmt)
+        records = _count_and_check(tmp, fmt, fields)
         content_hash = digest.hexdigest()
         with transaction.atomic():
             dataset, _ = Dataset.objects.get_or_create(

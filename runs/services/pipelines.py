@@ -18,7 +18,7 @@ def pipeline_update(
     """Replace the pipeline's plan (its name included), keeping its id (a rename stays the
     same pipeline). ``description=None`` keeps the stored one.
     Raises ValidationError keyed by plan field path; on error nothing is changed."""
-    data = plan_validate_storable(plan)
+    data = plan_validate_storable(plan, team=pipeline.team)
     pipeline = Pipeline.objects.select_for_update().get(pk=pipeline.pk)
     name = data["name"]
     others = Pipeline.objects.filter(team_id=pipeline.team_id).exclude(pk=pipeline.pk)

@@ -122,3 +122,30 @@ def queues_with_consumers(*, timeout: float = 1.0) -> set[str] | None:
     """Names of the queues at least one worker consumes; None when the broker cannot be asked."""
     counts = queue_consumer_counts(timeout=timeout)
     return None if counts is None else set(counts)
+
+
+def queue_overview_for(user) -> list[dict]:
+    """The queues page's ``queue_overview`` as ``user`` may see it: the stage runs and external
+    runs of the user's teams, each queued one with its place in the whole queue (1 = next),
+    and the other teams' work only as counts (``others``: running, queued, external). Staff
+    see everything."""
+    from runs.selectors.dashboard import queue_overview
+    from runs.selectors.teams import team_ids_for
+
+    items = queue_overview()
+    for item in items:
+        for place, sr in enumerate(item["queued"], start=1):
+            sr.place = place
+        for place, sr in enumerate(item["running"], start=1):
+            sr.place = place
+        item["others"] = {"running": 0, "queued": 0, "external": 0}
+    if user.is_staff:
+        return items
+    mine = set(team_ids_for(user))
+    for item in items:
+        for kind in ("running", "queued", "external"):
+            runs = [x.run if kind != "external" else x for x in item[kind]]
+            kept = [x for x, run in zip(item[kind], runs, strict=True) if run.team_id in mine]
+            item["others"][kind] = len(item[kind]) - len(kept)
+            item[kind] = kept
+    return items

@@ -23,8 +23,9 @@ from runs.models import (
     Team,
 )
 from runs.services.analysis import analysis_seed_fork
+from runs.services.data_access import run_record_datasets
 from runs.services.errors import QueueAccessDenied
-from runs.services.plans import apply_overrides, plan_validate
+from runs.services.plans import apply_overrides, plan_check
 from runs.services.realtime import run_event
 from trainers.plan import Plan
 
@@ -108,8 +109,9 @@ def run_submit(
     queue_check_access(queue=queue, team=team)
     base = pipeline.plan if pipeline is not None else plan
     full = apply_overrides(base, overrides or {})
-    validated = plan_validate(full, check_files=not external)
-    snapshot = validated.model_dump(mode="json")
+    # What the team may read (runs/services/data_access.py); dataset versions pinned
+    checked = plan_check(full, team=team, external=external)
+    validated, snapshot = checked.plan, checked.snapshot()
     now = timezone.now()
     run = Run.objects.create(
         team=team,
@@ -128,6 +130,7 @@ def run_submit(
         external=external,
     )
     _create_stage_runs(run, validated, queue_first=not external)
+    run_record_datasets(run, checked.reads)
     if not external:
         _dispatch_on_commit()
     return run
@@ -180,8 +183,8 @@ def run_fork(
     plan = {**parent.plan, "stages": kept + list(later)}
     if len(plan["stages"]) <= keep:
         raise ValidationError({"stages": ["nothing left to run after this checkpoint"]})
-    validated = plan_validate(plan)
-    snapshot = validated.model_dump(mode="json")
+    checked = plan_check(plan, team=team)
+    validated, snapshot = checked.plan, checked.snapshot()
     run = Run.objects.create(
         team=team,
         pipeline=parent.pipeline,
@@ -198,6 +201,7 @@ def run_fork(
         created_by=user,
     )
     _create_stage_runs(run, validated, first=keep)
+    run_record_datasets(run, checked.reads)
     # The fork resumes from its own copy of the checkpoint (the parent may prune its own).
     dest = run_dir(run) / "checkpoints" / Path(checkpoint.path).name
     shutil.copytree(checkpoint.path, dest)

@@ -17,6 +17,7 @@ import pytest
 from django.utils import timezone
 
 from runs.models import MetricPoint, Run, RunAnalysis, Series, WorkerLease
+from runs.services.data_access import MODEL_DENIED, PATH_DENIED
 from runs.services.dispatch import dispatch
 from runs.services.external import external_stage_report
 from runs.services.leases import requeue_expired
@@ -76,15 +77,15 @@ def test_external_run_is_created_running_with_pending_stages_and_unchecked_files
     assert not WorkerLease.objects.exists()
     row = api.get("/api/ui/runs/").json()["results"][0]
     assert (row["id"], row["external"]) == (run.pk, True)
-    # For our workers the model directory and the file are looked for, and are missing.
+    # For our workers those paths are ones the team may not read (granted roots only).
     plan = _missing_file_plan()
     r = api.post("/api/runs/", {"plan": plan, "queue": queue.name}, format="json")
     assert r.status_code == 400
-    assert "model directory not found" in r.json()["errors"]["model"][0]
+    assert r.json()["errors"]["model.path"] == [MODEL_DENIED]
     del plan["model"]["path"]
     r = api.post("/api/runs/", {"plan": plan, "queue": queue.name}, format="json")
     assert r.status_code == 400
-    assert "file not found" in r.json()["errors"]["stages.0.data.0.source"][0]
+    assert r.json()["errors"]["stages.0.data.0.source"] == [PATH_DENIED]
     assert Run.objects.count() == 1
 
 
@@ -437,13 +438,11 @@ def server(transactional_db, tmp_path):
 @pytest.fixture
 def reporter(transactional_db):
     """A team member's API token, and a queue for the team's external runs."""
-    from rest_framework.authtoken.models import Token
-
     team = f.TeamFactory()
     user = f.UserFactory()
     f.MembershipFactory(user=user, team=team, role="member")
     _queue()
-    return team, Token.objects.create(user=user).key
+    return team, f.api_token_for(user, team)
 
 
 def _cli(plan: dict, tmp_path, url: str, token: str, *extra: str, popen: bool = False):

@@ -90,7 +90,7 @@ def test_a_point_is_identified_by_run_key_and_step_and_batches_may_mix_keys():
     assert Series.objects.filter(run=stage.run).count() == 2
     assert Series.objects.get(run=stage.run, key="a").count == 10
     stored = dict(MetricPoint.objects.filter(series__key="a").values_list("step", "value"))
-    assert stored == {s: (7.0 if s < 3 else float(s)) for s in range(10)}
+    assert stored == {s: (7.0 if s < 3 else s * 0.5) for s in range(10)}
 
 
 @pytest.mark.parametrize(

@@ -86,10 +86,10 @@ def test_two_clients_sending_the_same_points_at_once_store_each_once(team):
         t.join()
     assert answers == [200] * 20
     stored = _stored(run)
-    assert [s for _, s, _ in stored] == list(range(1, 100))
-    assert Series.objects.get(run=run).count == 99
-    assert _rollup_counts(run) == {99}
-    assert len(_csv_rows(run)) == 99
+    assert [s for _, s, _ in stored] == list(range(1, 101))
+    assert Series.objects.get(run=run).count == 100
+    assert _rollup_counts(run) == {100}
+    assert len(_csv_rows(run)) == 100
 
 
 @pytest.mark.django_db

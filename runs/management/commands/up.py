@@ -1,14 +1,16 @@
 """`manage.py up`: migrations, first-start setup, web server, a training worker, the control
-worker and the scheduler.
+worker and the scheduler, kept running by webapp/supervisor.py.
 
 The control worker consumes only the control queue (settings.STAGEWISE_CONTROL_QUEUE), where
 the scheduler's tasks go: lease expiry, dispatch and queue-consumer sync keep running while the
 training worker is busy with a stage for hours.
 
-Children are started in their own sessions so a terminal Ctrl-C reaches only this process,
-which then asks them all to stop, kills those still running after 10 s and, in embedded mode,
-stops the embedded PostgreSQL and Redis. A worker killed mid-stage is harmless: its lease
-expires and the next worker resumes from the latest checkpoint.
+A child that exits, and in embedded mode a PostgreSQL or Redis that dies, is started again
+after a backoff, with one line on stderr. A worker killed mid-stage is harmless: its lease
+expires and the restarted worker resumes the stage from the latest checkpoint; a web server
+restart does not touch the running stage at all. Only Ctrl-C or SIGTERM to this process stops
+everything: the children are asked to stop, those still running after 10 s are killed and, in
+embedded mode, the embedded PostgreSQL and Redis are stopped.
 """
 
 from __future__ import annotations
@@ -16,9 +18,8 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import subprocess
 import sys
-import time
+from functools import partial
 from pathlib import Path
 
 from django.conf import settings
@@ -26,7 +27,15 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
 from runs.services.queues import ALL_QUEUES_NODE, training_queue_names
-from webapp.embedded import EmbeddedError, check_data_dir, stop_all
+from webapp import embedded
+from webapp.embedded import EmbeddedError, check_data_dir
+from webapp.supervisor import Child, Embedded, Supervisor
+
+# name, health check, start (or attach): see webapp/embedded.py
+_EMBEDDED_SERVERS = [
+    ("postgres", embedded.postgres_running, embedded.ensure_postgres),
+    ("redis", embedded.redis_running, embedded.ensure_redis),
+]
 
 
 def _port_free(host: str, port: int) -> bool:
@@ -78,48 +87,54 @@ class Command(BaseCommand):
         call_command("migrate", interactive=False, verbosity=0)
         self._first_start(demo=opts["demo"])
 
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        # The mode is passed on explicitly, so every child reads the settings this process read
+        # (webapp/settings.py: the URLs it inherits would otherwise mean "deployment").
+        env = {**os.environ, "PYTHONUNBUFFERED": "1",
+               "STAGEWISE_EMBEDDED": "true" if settings.STAGEWISE_EMBEDDED else "false"}  # fmt: skip
         py = sys.executable
-        children: list[tuple[str, subprocess.Popen]] = []
+        # The embedded servers come first: after a crash, the children need them back.
+        owned = settings.STAGEWISE_EMBEDDED_SERVERS
+        services: list[Child | Embedded] = [
+            Embedded(name, partial(running, data_dir), partial(ensure, data_dir))
+            for name, running, ensure in _EMBEDDED_SERVERS
+            if name in owned
+        ]
 
-        def spawn(name: str, cmd: list[str]) -> None:
-            children.append((name, subprocess.Popen(cmd, env=env, start_new_session=True)))
+        def child(name: str, cmd: list[str]) -> None:
+            services.append(Child(name, cmd, env))
 
-        spawn("web", [py, "-m", "daphne", "-b", host, "-p", str(port), "webapp.asgi:application"])
+        child("web", [py, "-m", "daphne", "-b", host, "-p", str(port), "webapp.asgi:application"])
         if not opts["no_worker"]:
             # Without --queues the worker is named as an all-queue worker, so queues created
             # later are added to it (runs/services/queues.py); with --queues it keeps them.
             queues, node = opts["queues"], "up-worker@%h"
             if not queues:
                 queues, node = self._all_queues(), f"{ALL_QUEUES_NODE}@%h"
-            spawn("worker", [py, "-m", "celery", "-A", "webapp", "worker", "-Q", queues,
+            child("worker", [py, "-m", "celery", "-A", "webapp", "worker", "-Q", queues,
                              "--concurrency", "1", "--loglevel", "WARNING", "-n", node])  # fmt: skip
             # The scheduler's tasks only (webapp/settings.py), so they never wait on a stage.
-            spawn("control", [py, "-m", "celery", "-A", "webapp", "worker", "-Q", control,
+            child("control", [py, "-m", "celery", "-A", "webapp", "worker", "-Q", control,
                               "--concurrency", "1", "-P", "solo", "--loglevel", "WARNING",
                               "-n", "control@%h"])  # fmt: skip
-            spawn("scheduler", [py, "-m", "celery", "-A", "webapp", "beat", "--loglevel", "WARNING",
+            child("scheduler", [py, "-m", "celery", "-A", "webapp", "beat", "--loglevel", "WARNING",
                                 "-s", str(data_dir / "celerybeat-schedule")])  # fmt: skip
-        self.stdout.write(f"Stagewise is up at http://{host}:{port}/  (Ctrl-C to stop)")
 
-        stopping = {"now": False}
+        supervisor = Supervisor(services, log=self.stderr.write)
 
         def on_signal(signum, frame):
-            stopping["now"] = True
+            supervisor.stop.set()
 
         signal.signal(signal.SIGINT, on_signal)
         signal.signal(signal.SIGTERM, on_signal)
+        self.stdout.write(f"Stagewise is up at http://{host}:{port}/  (Ctrl-C to stop)")
         try:
-            while not stopping["now"]:
-                for name, proc in children:
-                    if proc.poll() is not None:
-                        self.stderr.write(f"stagewise: {name} exited with code {proc.returncode}")
-                        stopping["now"] = True
-                time.sleep(0.3)
+            supervisor.run()  # returns once a signal asked to stop, with every child stopped
         finally:
-            self._stop(children)
-            if settings.STAGEWISE_EMBEDDED:
-                stop_all(data_dir)
+            # Redis first (nothing durable), then the database.
+            if "redis" in owned:
+                embedded.stop_redis(data_dir)
+            if "postgres" in owned:
+                embedded.stop_postgres(data_dir)
             self.stdout.write("Stagewise stopped.")
 
     def _first_start(self, *, demo: bool) -> None:
@@ -148,16 +163,3 @@ class Command(BaseCommand):
     @staticmethod
     def _all_queues() -> str:
         return ",".join(training_queue_names()) or "default"
-
-    @staticmethod
-    def _stop(children: list[tuple[str, subprocess.Popen]]) -> None:
-        for _, proc in children:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + 10
-        for _, proc in children:
-            try:
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
