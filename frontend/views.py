@@ -18,11 +18,11 @@ from django.views.decorators.http import require_POST
 from runs.input_checks import id_value
 from runs.models import Dataset, DatasetVersion, Pipeline, Queue
 from runs.models.runs import RunState
-from runs.selectors.dashboard import runs_using_version
+from runs.selectors.dashboard import queue_overview_for, runs_using_version
 from runs.selectors.pipelines import pipeline_list
 from runs.selectors.runs import run_get, run_list
 from runs.selectors.teams import team_ids_for, teams_for
-from runs.services.queues import queue_consumer_counts, queue_overview_for, queue_set_paused
+from runs.services.queues import queue_consumer_counts, queue_set_paused
 
 PLOTLY_JS = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
 

@@ -1,18 +1,19 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path, re_path
-from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
 from runs.api.errors import api_not_found
+from runs.api.schema import RedocView, SchemaView, SwaggerView
 
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
-    path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
-    # Swagger UI and Redoc, their assets served from here (drf-spectacular-sidecar)
-    path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
-    path("api/redoc/", SpectacularRedocView.as_view(url_name="api-schema"), name="api-redoc"),
+    # The OpenAPI schema, Swagger UI and Redoc (assets served locally): signed-in users and
+    # token holders only (runs/api/schema.py)
+    path("api/schema/", SchemaView.as_view(), name="api-schema"),
+    path("api/docs/", SwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    path("api/redoc/", RedocView.as_view(url_name="api-schema"), name="api-redoc"),
     path("api/", include("runs.api.urls")),
     # Last under /api/: whatever no endpoint matched is a JSON 404, never an HTML page.
     re_path(r"^api(?:/|$)", api_not_found, name="api-not-found"),

@@ -9,7 +9,7 @@ SPECTACULAR_SETTINGS["POSTPROCESSING_HOOKS"]).
 - ``json_request_bodies``: JSON bodies are documented as JSON only (the form parsers that
   browsers' forms use stay accepted, undocumented: a plan does not fit in a form).
 - ``add_error_responses``: the error answers every operation can give, with the API's one error
-  shape (``ErrorOut``: runs/api/errors.py): 400, 401, 403 and 429 everywhere (a query value
+  shape (``ErrorOut``; for 400 ``InvalidInputOut``, see there): 400, 401, 403 and 429 everywhere (a query value
   with NUL is a 400 on any URL, throttling applies to every call), 404 where the path names an
   object, 413 and 415 where there is a body. An operation's own declaration of a code wins.
 
@@ -19,6 +19,9 @@ from __future__ import annotations
 
 import copy
 from typing import Any
+
+from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
+from rest_framework.renderers import JSONRenderer
 
 PLAN_COMPONENT = "Plan"
 PLAN_REF = {"$ref": f"#/components/schemas/{PLAN_COMPONENT}"}
@@ -40,6 +43,23 @@ ERROR_SCHEMA: dict[str, Any] = {
         },
     },
     "required": ["detail"],
+}
+
+INVALID_COMPONENT = "InvalidInputOut"
+INVALID_REF = {"$ref": f"#/components/schemas/{INVALID_COMPONENT}"}
+# A 400 comes in the API's shape ({"detail": "invalid input", "errors": {...}}: services,
+# query checks, the JSON parser) or, for a DRF serializer's field errors, as DRF writes them:
+# {field: [reasons]} at the top level, nested for nested fields.
+INVALID_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": "Invalid input. Either the API's shape, `detail` with `errors` "
+    "(field -> reasons; nested fields by dotted path), or a serializer's field errors at the "
+    "top level (`{field: [reasons]}`, nested for nested fields).",
+    "properties": {
+        "detail": {"type": "string"},
+        "errors": ERROR_SCHEMA["properties"]["errors"],
+    },
+    "additionalProperties": True,
 }
 
 STANDARD_ERRORS = {
@@ -117,6 +137,7 @@ def _op_has_path_params(op: dict, path_item: dict) -> bool:
 def add_error_responses(result, generator, request, public):
     schemas = result.setdefault("components", {}).setdefault("schemas", {})
     schemas.setdefault(ERROR_COMPONENT, copy.deepcopy(ERROR_SCHEMA))
+    schemas.setdefault(INVALID_COMPONENT, copy.deepcopy(INVALID_SCHEMA))
     for path_item in (result.get("paths") or {}).values():
         for method in METHODS:
             op = path_item.get(method)
@@ -133,7 +154,9 @@ def add_error_responses(result, generator, request, public):
                     continue
                 answer: dict[str, Any] = {
                     "description": STANDARD_ERRORS[code],
-                    "content": {"application/json": {"schema": ERROR_REF}},
+                    "content": {
+                        "application/json": {"schema": INVALID_REF if code == "400" else ERROR_REF}
+                    },
                 }
                 if code == "401":
                     answer["headers"] = {
@@ -157,3 +180,32 @@ def json_request_bodies(result, generator, request, public):
                 for media in FORM_TYPES:
                     content.pop(media, None)
     return result
+
+
+# ------------------------------------------------------------------ the schema and docs views
+
+
+class JsonErrorsMixin:
+    """Errors (an anonymous 401, a throttled 429) as the API's JSON, not rendered by the
+    view's YAML or HTML renderer."""
+
+    def finalize_response(self, request, response, *args, **kwargs):
+        response = super().finalize_response(request, response, *args, **kwargs)
+        if response.status_code >= 400 and isinstance(getattr(response, "data", None), dict):
+            response.accepted_renderer = JSONRenderer()
+            response.accepted_media_type = JSONRenderer.media_type
+        return response
+
+
+class SchemaView(JsonErrorsMixin, SpectacularAPIView):
+    """The OpenAPI document (YAML; JSON with ``?format=json`` or by Accept)."""
+
+
+class SwaggerView(JsonErrorsMixin, SpectacularSwaggerView):
+    """Swagger UI, its assets served by this server (drf-spectacular-sidecar)."""
+
+
+class RedocView(JsonErrorsMixin, SpectacularRedocView):
+    """Redoc, its assets served by this server (drf-spectacular-sidecar; no web fonts)."""
+
+    template_name = "runs/redoc.html"

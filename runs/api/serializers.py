@@ -6,11 +6,11 @@ from rest_framework import serializers
 from runs.api.schema import PLAN_REF, PLAN_STAGE_REF
 from runs.models import Checkpoint, Dataset, DatasetVersion, Pipeline, Queue, Run, StageRun
 from runs.models.datasets import DatasetFormat
+from runs.models.metrics import MAX_KEY_LENGTH
 from runs.selectors.dashboard import external_report_status
 from runs.selectors.runs import run_analysis_summary
 from runs.services import runs_edit
 from runs.services.datasets import PREVIEW_RECORDS
-from runs.services.ingest_batch import MAX_KEY_LENGTH
 
 MAX_POINTS_PER_REQUEST = 50_000
 MAX_PREVIEW_RECORDS = 100

@@ -8,6 +8,16 @@ never duplicates. Rollups hold min/max/last per bucket at geometrically growing 
 from django.db import models
 from django.db.models import F, Q
 
+ROLLUP_BASE = 16  # steps per bucket at level 0
+ROLLUP_FANOUT = 4  # each level's buckets are 4x wider than the level below
+ROLLUP_LEVELS = 10  # level 9 buckets span 16 * 4**9 ≈ 4.2M steps
+MAX_KEY_LENGTH = 200  # Series.key
+
+
+def bucket_width(level: int) -> int:
+    """Steps per rollup bucket at ``level``."""
+    return ROLLUP_BASE * ROLLUP_FANOUT**level
+
 
 class Series(models.Model):
     """All points of one key of one run, across its stages: a point is identified by (run,
@@ -15,7 +25,7 @@ class Series(models.Model):
     bounds (``StageRun.start_step`` < step <= ``end_step``; step 0 is stage 0's)."""
 
     run = models.ForeignKey("runs.Run", on_delete=models.CASCADE, related_name="series")
-    key = models.CharField(max_length=200)
+    key = models.CharField(max_length=MAX_KEY_LENGTH)
     first_step = models.BigIntegerField(null=True, blank=True)
     last_step = models.BigIntegerField(null=True, blank=True)
     count = models.BigIntegerField(default=0)

@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from runs.models import Queue, Run, RunState, StageRun, StageState
 from runs.selectors.runs import run_analysis_summary, run_lineage, run_list
+from runs.selectors.teams import team_ids_for
 from trainers.analysis import matrix_from_series, old_task_gap_table, old_tasks
 
 RUN_ORDERINGS = ("-created_at", "created_at", "name", "-name", "state", "-state", "priority",
@@ -283,3 +284,27 @@ def runs_using_version(*, version_id: int, team_ids: list[int]) -> list[Run]:
         .distinct()
         .order_by("-created_at")[:50]
     )
+
+
+def queue_overview_for(user) -> list[dict]:
+    """The queues page's ``queue_overview`` as ``user`` may see it: the stage runs and external
+    runs of the user's teams, each queued one with its place in the whole queue (1 = next),
+    and the other teams' work only as counts (``others``: running, queued, external). Staff
+    see everything."""
+    items = queue_overview()
+    for item in items:
+        for place, sr in enumerate(item["queued"], start=1):
+            sr.place = place
+        for place, sr in enumerate(item["running"], start=1):
+            sr.place = place
+        item["others"] = {"running": 0, "queued": 0, "external": 0}
+    if user.is_staff:
+        return items
+    mine = set(team_ids_for(user))
+    for item in items:
+        for kind in ("running", "queued", "external"):
+            runs = [x.run if kind != "external" else x for x in item[kind]]
+            kept = [x for x, run in zip(item[kind], runs, strict=True) if run.team_id in mine]
+            item["others"][kind] = len(item[kind]) - len(kept)
+            item[kind] = kept
+    return items

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from django.db import connection
 
 from runs.models import Run
+from runs.models.metrics import ROLLUP_LEVELS, bucket_width
 from runs.selectors.runs import run_lineage
 from runs.selectors.teams import team_ids_for
-from runs.services.ingest import ROLLUP_LEVELS, bucket_width
 
 MAX_RAW_AFTER = 50_000
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import secrets
 from datetime import timedelta
 
+from celery import current_app
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Count, Q
@@ -23,10 +24,12 @@ from runs.models import Queue, RunState, StageRun, StageState, WorkerLease
 _DISPATCH_LOCK = 0x5747_0001  # advisory lock id: one dispatcher at a time
 
 
-def _send(stage_run_id: int, token: str, queue_name: str) -> None:
-    from runs.tasks import execute_stage_run
+EXECUTE_TASK = "runs.tasks.execute_stage_run"
 
-    execute_stage_run.apply_async(args=[stage_run_id, token], queue=queue_name)
+
+def _send(stage_run_id: int, token: str, queue_name: str) -> None:
+    # By name: the task module imports the execution layer, which imports these services.
+    current_app.send_task(EXECUTE_TASK, args=[stage_run_id, token], queue=queue_name)
 
 
 def dispatch() -> int:

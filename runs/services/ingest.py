@@ -24,10 +24,8 @@ import numpy as np
 from django.conf import settings
 from django.db import connection, transaction
 
+from runs.models.metrics import MAX_KEY_LENGTH, ROLLUP_FANOUT, ROLLUP_LEVELS, bucket_width
 from runs.services.ingest_batch import (
-    MAX_KEY_LENGTH,
-    ROLLUP_FANOUT,
-    ROLLUP_LEVELS,
     Batch,
     IngestError,
     IngestPoint,
@@ -35,7 +33,6 @@ from runs.services.ingest_batch import (
     StepRange,
     append_rollups,
     batch_from_points,
-    bucket_width,
     copy_binary,
 )
 

@@ -18,12 +18,13 @@ from typing import NamedTuple
 
 import numpy as np
 
+from runs.models.metrics import (  # the storage geometry, shared with the reads
+    MAX_KEY_LENGTH,
+    ROLLUP_BASE,
+    ROLLUP_FANOUT,
+    ROLLUP_LEVELS,
+)
 from trainers.plan import MAX_STEP
-
-ROLLUP_BASE = 16  # steps per bucket at level 0
-ROLLUP_FANOUT = 4  # each level's buckets are 4x wider than the level below
-ROLLUP_LEVELS = 10  # level 9 buckets span 16 * 4**9 ≈ 4.2M steps
-MAX_KEY_LENGTH = 200
 
 
 class StepRange(NamedTuple):
@@ -57,10 +58,6 @@ class IngestError(ValueError):
     def __init__(self, index: int, field: str, reason: str):
         self.index, self.field, self.reason = index, field, reason
         super().__init__(f"points[{index}].{field}: {reason}")
-
-
-def bucket_width(level: int) -> int:
-    return ROLLUP_BASE * ROLLUP_FANOUT**level
 
 
 @dataclass(slots=True)

@@ -9,6 +9,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from runs.models import RunState, StageRun, StageState, WorkerLease
+from runs.services.dispatch import dispatch
 
 
 def _lease_length() -> timedelta:
@@ -76,7 +77,5 @@ def requeue_expired() -> int:
             sr.state, sr.queued_at = StageState.QUEUED, now
         sr.save(update_fields=["state", "finished_at", "queued_at", "updated_at"])
     if expired:
-        from runs.services.dispatch import dispatch
-
         transaction.on_commit(dispatch)
     return len(expired)

@@ -18,12 +18,14 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from celery import current_app as app
 from django.conf import settings
 from django.db import transaction
 from django.db.models import QuerySet
 from kombu import Connection
 
 from runs.models import Queue
+from runs.services.dispatch import dispatch
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +45,6 @@ def queue_set_paused(*, queues: QuerySet[Queue], paused: bool) -> int:
     """Pause or resume; resuming dispatches right away instead of at the next tick."""
     n = queues.update(paused=paused)
     if not paused:
-        from runs.services.dispatch import dispatch
-
         transaction.on_commit(dispatch)
     return n
 
@@ -53,8 +53,6 @@ def queue_set_paused(*, queues: QuerySet[Queue], paused: bool) -> int:
 def _broker() -> Iterator[Connection]:
     """A broker connection that fails after one retry instead of retrying forever (kombu's
     default when publishing), so a page or a save never hangs on a broker that is away."""
-    from webapp.celery import app
-
     with app.connection_for_write() as conn:
         conn.ensure_connection(max_retries=1)
         yield conn
@@ -67,8 +65,6 @@ def queue_consumers_add_on_commit(*, name: str) -> None:
 
 def queue_consumers_add(*, name: str) -> None:
     """Broadcast without waiting for replies: saving a queue must not wait on workers."""
-    from webapp.celery import app
-
     if name == settings.STAGEWISE_CONTROL_QUEUE:
         return
     try:
@@ -83,8 +79,6 @@ def queue_consumers_sync(*, timeout: float = 1.0) -> dict[str, list[str]]:
     table. Returns the queues asked for, per worker. Queues are only added, never cancelled:
     consuming a queue that was renamed or deleted costs nothing, cancelling one that a stage
     was just dispatched to would strand it until its lease expires."""
-    from webapp.celery import app
-
     names = set(training_queue_names())
     added: dict[str, list[str]] = {}
     with _broker() as conn:
@@ -103,8 +97,6 @@ def queue_consumer_counts(*, timeout: float = 1.0) -> dict[str, int] | None:
     consumes are absent); None when the broker cannot be asked. Takes about 1 s whatever the
     timeout: the Redis transport's pending reply read (a 1 s BRPOP) ends before the
     connection closes."""
-    from webapp.celery import app
-
     try:
         with _broker() as conn:
             replies = app.control.inspect(timeout=timeout, connection=conn).active_queues() or {}
@@ -122,30 +114,3 @@ def queues_with_consumers(*, timeout: float = 1.0) -> set[str] | None:
     """Names of the queues at least one worker consumes; None when the broker cannot be asked."""
     counts = queue_consumer_counts(timeout=timeout)
     return None if counts is None else set(counts)
-
-
-def queue_overview_for(user) -> list[dict]:
-    """The queues page's ``queue_overview`` as ``user`` may see it: the stage runs and external
-    runs of the user's teams, each queued one with its place in the whole queue (1 = next),
-    and the other teams' work only as counts (``others``: running, queued, external). Staff
-    see everything."""
-    from runs.selectors.dashboard import queue_overview
-    from runs.selectors.teams import team_ids_for
-
-    items = queue_overview()
-    for item in items:
-        for place, sr in enumerate(item["queued"], start=1):
-            sr.place = place
-        for place, sr in enumerate(item["running"], start=1):
-            sr.place = place
-        item["others"] = {"running": 0, "queued": 0, "external": 0}
-    if user.is_staff:
-        return items
-    mine = set(team_ids_for(user))
-    for item in items:
-        for kind in ("running", "queued", "external"):
-            runs = [x.run if kind != "external" else x for x in item[kind]]
-            kept = [x for x, run in zip(item[kind], runs, strict=True) if run.team_id in mine]
-            item["others"][kind] = len(item[kind]) - len(kept)
-            item[kind] = kept
-    return items

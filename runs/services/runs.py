@@ -24,6 +24,7 @@ from runs.models import (
 )
 from runs.services.analysis import analysis_seed_fork
 from runs.services.data_access import run_record_datasets
+from runs.services.dispatch import dispatch
 from runs.services.errors import QueueAccessDenied
 from runs.services.plans import apply_overrides, plan_check
 from runs.services.realtime import run_event
@@ -211,6 +212,4 @@ def run_fork(
 
 
 def _dispatch_on_commit() -> None:
-    from runs.services.dispatch import dispatch
-
     transaction.on_commit(dispatch)

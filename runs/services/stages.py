@@ -9,6 +9,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from runs.models import Checkpoint, Run, RunState, StageRun, StageState
+from runs.services.dispatch import dispatch
 from runs.services.leases import lease_release
 from runs.services.realtime import run_event
 
@@ -45,8 +46,6 @@ def stage_succeeded(*, stage_run: StageRun, worker_id: str) -> None:
         StageRun.objects.filter(pk=nxt.pk, state=StageState.PENDING).update(
             state=StageState.QUEUED, queued_at=now
         )
-    from runs.services.dispatch import dispatch
-
     transaction.on_commit(dispatch)
     transaction.on_commit(lambda: run_event(sr.run_id, "stage_finished", stage=sr.stage_index))
 
