@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import plotly
-from django.conf import settings
 from django.contrib.admin.views.decorators import staff_member_required
 from django.contrib.auth.decorators import login_required
 from django.core.cache import cache
@@ -22,6 +21,7 @@ from runs.selectors.dashboard import queue_overview_for, runs_using_version
 from runs.selectors.pipelines import pipeline_list
 from runs.selectors.runs import run_get, run_list
 from runs.selectors.teams import team_ids_for, teams_for
+from runs.services.datasets import max_upload_bytes
 from runs.services.queues import queue_consumer_counts, queue_set_paused
 
 PLOTLY_JS = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
@@ -162,14 +162,10 @@ def datasets_page(request):
         "frontend/datasets.html",
         {
             "datasets": datasets,
-            "page_data": {"max_bytes": settings_max_upload()},
-            "max_mb": settings_max_upload() // (1024 * 1024),
+            "page_data": {"max_bytes": max_upload_bytes()},
+            "max_mb": max_upload_bytes() // (1024 * 1024),
         },
     )
-
-
-def settings_max_upload() -> int:
-    return int(getattr(settings, "STAGEWISE_MAX_UPLOAD_BYTES", 200 * 1024 * 1024))
 
 
 @login_required
@@ -181,8 +177,8 @@ def dataset_upload(request):
     name = (request.POST.get("name") or "").strip()
     if f is None:
         return JsonResponse({"detail": "choose a file to upload", "field": "file"}, status=400)
-    if f.size > settings_max_upload():
-        mb = settings_max_upload() // (1024 * 1024)
+    if f.size > max_upload_bytes():
+        mb = max_upload_bytes() // (1024 * 1024)
         return JsonResponse({"detail": f"file is larger than {mb} MB", "field": "file"}, status=413)
     teams = list(teams_for(request.user).filter(pk__in=team_ids_for(request.user, write=True)))
     if not teams:

@@ -13,13 +13,17 @@ from django.utils.decorators import sync_and_async_middleware
 from runs.api.errors import is_api
 from runs.api.parsers import body_too_large_detail, content_length, max_body_bytes
 from runs.input_checks import NUL_REASON, nul_in_query
+from runs.services.datasets import max_upload_bytes
 
 
 def refusal(request: HttpRequest) -> HttpResponse | None:
     """The answer to a request refused before its view runs, or None to let it through."""
     api = is_api(request)
     if api:
-        limit = max_body_bytes()
+        # A multipart upload (a dataset file) has the upload limit, checked again as it
+        # streams in; any other body the JSON limit.
+        multipart = request.content_type == "multipart/form-data"
+        limit = max_upload_bytes() + 2**20 if multipart else max_body_bytes()
         declared = content_length(request.META)
         if declared is not None and declared > limit:
             return JsonResponse({"detail": body_too_large_detail(limit)}, status=413)

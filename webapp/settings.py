@@ -202,6 +202,7 @@ REST_FRAMEWORK = {
 # (runs/api/parsers.py): a 50,000-point metric batch is about 4.6 MB (keys up to 200
 # characters: about 14 MB). Dataset uploads have their own limit, STAGEWISE_MAX_UPLOAD_BYTES.
 STAGEWISE_MAX_BODY_BYTES = env.int("STAGEWISE_MAX_BODY_BYTES", default=16 * 1024 * 1024)
+STAGEWISE_MAX_UPLOAD_BYTES = env.int("STAGEWISE_MAX_UPLOAD_BYTES", default=200 * 1024 * 1024)
 # JSON bodies nested deeper than this are a 400 (plan validators recurse).
 STAGEWISE_MAX_JSON_DEPTH = env.int("STAGEWISE_MAX_JSON_DEPTH", default=64)
 # Before any view: a query parameter with NUL is a 400, an /api/ body over the limit a 413.
@@ -235,8 +236,9 @@ SPECTACULAR_SETTINGS = {
     "Authenticate with a personal API token (`Authorization: Bearer <key>`, from "
     "/settings/tokens/) or a signed-in session. Errors are JSON: "
     '`{"detail": ..., "errors": {field: [reasons]}}`. Lists are paginated with `limit` and '
-    "`offset`. Strings must not contain NUL characters. Queues, workers and data roots are "
-    "managed by staff in the Django admin (/admin/).",
+    "`offset`. An optional query parameter sent empty is the same as one left out. Strings "
+    "must not contain NUL characters. Queues, workers and data roots are managed by staff in "
+    "the Django admin (/admin/).",
     "VERSION": "0.1.0",
     # pydantic writes the plan's schema (trainers.plan.plan_schema) in JSON Schema 2020-12
     "OAS_VERSION": "3.1.0",
@@ -249,6 +251,7 @@ SPECTACULAR_SETTINGS = {
         "drf_spectacular.hooks.postprocess_schema_enums",
         "runs.api.schema.add_plan_components",
         "runs.api.schema.json_request_bodies",
+        "runs.api.schema.empty_query_values",
         "runs.api.schema.add_error_responses",
     ],
     # The schema and the docs are for signed-in users and token holders (anonymous: 401).

@@ -8,10 +8,17 @@ SPECTACULAR_SETTINGS["POSTPROCESSING_HOOKS"]).
   left untyped by its serializer.
 - ``json_request_bodies``: JSON bodies are documented as JSON only (the form parsers that
   browsers' forms use stay accepted, undocumented: a plan does not fit in a form).
-- ``add_error_responses``: the error answers every operation can give, with the API's one error
-  shape (``ErrorOut``; for 400 ``InvalidInputOut``, see there): 400, 401, 403 and 429 everywhere (a query value
-  with NUL is a 400 on any URL, throttling applies to every call), 404 where the path names an
-  object, 413 and 415 where there is a body. An operation's own declaration of a code wins.
+- ``empty_query_values``: an optional query parameter sent empty (``?limit=``, what an HTML
+  form sends for an empty field) means the same as leaving it out, everywhere in this API
+  (the filters, the pagination, DRF's query serializers): ``allowEmptyValue`` says so.
+- ``add_error_responses``: the error answers every operation can give, in the API's error
+  shape (``ErrorOut``; a 400 as ``InvalidInputOut``, see there): 400, 401, 403 and 429
+  everywhere (a query value with NUL is a 400 on any URL, throttling applies to every call),
+  404 where the path names an object, 413 and 415 where there is a body. An operation's own
+  declaration of a code wins.
+
+And the views of /api/schema/, /api/docs/ (Swagger UI) and /api/redoc/: for signed-in users
+and token holders only, their errors as JSON.
 
 The document is OpenAPI 3.1 (JSON Schema 2020-12), the dialect pydantic writes."""
 
@@ -166,6 +173,15 @@ def add_error_responses(result, generator, request, public):
                     answer["headers"] = {"Retry-After": {"schema": {"type": "string"}}}
                 responses[code] = answer
             op["responses"] = dict(sorted(responses.items()))
+    return result
+
+
+def empty_query_values(result, generator, request, public):
+    for path_item in (result.get("paths") or {}).values():
+        for method in METHODS:
+            for param in (path_item.get(method) or {}).get("parameters") or []:
+                if param.get("in") == "query" and not param.get("required"):
+                    param["allowEmptyValue"] = True
     return result
 
 

@@ -3,6 +3,7 @@
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from runs.api import fields as f
 from runs.api.schema import PLAN_REF, PLAN_STAGE_REF
 from runs.models import Checkpoint, Dataset, DatasetVersion, Pipeline, Queue, Run, StageRun
 from runs.models.datasets import DatasetFormat
@@ -49,13 +50,17 @@ class ConflictOut(ErrorOut):
     runs = serializers.ListField(child=serializers.IntegerField(), required=False)
 
 
-class IngestErrorOut(serializers.Serializer):
-    """400 for a bad point of a metrics batch: which one and why."""
+class IngestErrorOut(ErrorOut):
+    """400 for a metrics batch: a bad point (which one and why: ``index``, ``field``,
+    ``reason``), or invalid input elsewhere in the body (``errors``)."""
 
-    detail = serializers.CharField()
-    index = serializers.IntegerField(allow_null=True, help_text="the point's position")
-    field = serializers.CharField(allow_null=True, help_text="key, step, value, time or points")
-    reason = serializers.CharField(allow_null=True)
+    index = serializers.IntegerField(
+        required=False, allow_null=True, help_text="the bad point's position in points"
+    )
+    field = serializers.CharField(
+        required=False, allow_null=True, help_text="key, step, value, time or points"
+    )
+    reason = serializers.CharField(required=False, allow_null=True)
 
 
 class StageRunOut(serializers.ModelSerializer):
@@ -126,36 +131,29 @@ class RunDetailOut(RunOut):
 class RunUpdateIn(serializers.Serializer):
     """PATCH: any of name, tags (replaced whole) and notes."""
 
-    name = serializers.CharField(max_length=runs_edit.NAME_MAX, min_length=1)
+    name = f.StrictCharField(max_length=runs_edit.NAME_MAX, validators=[f.NOT_BLANK])
     tags = serializers.ListField(
-        child=serializers.CharField(max_length=runs_edit.TAG_MAX, min_length=1),
+        child=f.StrictCharField(max_length=runs_edit.TAG_MAX, validators=[f.NOT_BLANK]),
         max_length=runs_edit.MAX_TAGS,
     )
-    notes = serializers.CharField(
-        max_length=runs_edit.NOTES_MAX, allow_blank=True, trim_whitespace=False
-    )
-
-    def validate_name(self, value: str) -> str:
-        if not value.strip():
-            raise serializers.ValidationError("must not be blank")
-        return value
+    notes = f.StrictCharField(max_length=runs_edit.NOTES_MAX, allow_blank=True)
 
 
 class RunSubmitIn(serializers.Serializer):
-    pipeline = serializers.PrimaryKeyRelatedField(queryset=Pipeline.objects.all(), required=False)
+    pipeline = f.StrictPrimaryKeyRelatedField(queryset=Pipeline.objects.all(), required=False)
     plan = PlanField(required=False, help_text="a trainers plan (give this or pipeline)")
-    queue = serializers.SlugRelatedField(
+    queue = f.StrictSlugRelatedField(
         slug_field="name",
         queryset=Queue.objects.all(),
         required=False,
         help_text="required unless external (then default: the team's first usable queue)",
     )
-    name = serializers.CharField(max_length=200, required=False, allow_blank=True)
-    priority = serializers.IntegerField(default=0, min_value=-1000, max_value=1000)
-    tags = serializers.ListField(child=serializers.CharField(max_length=50), default=list)
+    name = f.StrictCharField(max_length=200, required=False, allow_blank=True)
+    priority = f.StrictIntegerField(default=0, min_value=-1000, max_value=1000)
+    tags = serializers.ListField(child=f.StrictCharField(max_length=50), default=list)
     overrides = serializers.DictField(default=dict)
-    team = serializers.SlugField(required=False, help_text="team slug; default: your first team")
-    external = serializers.BooleanField(
+    team = f.StrictSlugField(required=False, help_text="team slug; default: your first team")
+    external = f.StrictBooleanField(
         default=False,
         help_text="trained outside Stagewise: the client reports stages and metrics (never "
         "dispatched; file sources are not checked here)",
@@ -173,29 +171,29 @@ class RunSubmitIn(serializers.Serializer):
 
 class StageReportIn(serializers.Serializer):
     state = serializers.ChoiceField(choices=["running", "succeeded", "failed", "canceled"])
-    error = serializers.CharField(
+    error = f.StrictCharField(
         required=False,
         allow_blank=True,
         default="",
         max_length=100_000,
         help_text="failed: what went wrong (the first 2,000 characters are kept)",
     )
-    traceback = serializers.CharField(
+    traceback = f.StrictCharField(
         required=False, allow_blank=True, default="", max_length=1_000_000
     )
 
 
 class RunForkIn(serializers.Serializer):
-    checkpoint = serializers.IntegerField(help_text="id of a checkpoint of this run")
+    checkpoint = f.StrictIntegerField(help_text="id of a checkpoint of this run")
     stages = serializers.ListField(
         child=PlanStageField(),
         required=False,
         help_text="the stages after the checkpoint's (default: the parent's)",
     )
-    queue = serializers.SlugRelatedField(
+    queue = f.StrictSlugRelatedField(
         slug_field="name", queryset=Queue.objects.all(), required=False
     )
-    name = serializers.CharField(max_length=200, required=False, allow_blank=True)
+    name = f.StrictCharField(max_length=200, required=False, allow_blank=True)
 
 
 class SeriesQuery(serializers.Serializer):
@@ -241,9 +239,9 @@ class PipelineIO(serializers.ModelSerializer):
 
 class PipelineIn(serializers.Serializer):
     plan = PlanField(help_text="a trainers plan; its name names the pipeline")
-    description = serializers.CharField(required=False, allow_blank=True, default="")
-    team = serializers.SlugField(required=False)
-    replace = serializers.BooleanField(
+    description = f.StrictCharField(required=False, allow_blank=True, default="")
+    team = f.StrictSlugField(required=False)
+    replace = f.StrictBooleanField(
         default=False,
         help_text="replace the team's pipeline of the same name (default: a taken name is a 400)",
     )
@@ -257,7 +255,7 @@ class PipelineIn(serializers.Serializer):
 class PipelineUpdateIn(PipelineIn):
     """PUT: the whole plan (name included: a rename keeps the pipeline's id)."""
 
-    description = serializers.CharField(
+    description = f.StrictCharField(
         required=False, allow_blank=True, help_text="left out: keeps the stored description"
     )
     team = None  # a pipeline stays in its team

@@ -45,8 +45,12 @@ _STATES = "|".join(RunState.values)
 RUN_LIST_PARAMETERS = [
     OpenApiParameter(
         "state",
-        # what choices_value accepts: items split on commas, blank ones skipped, one at least
-        {"type": "string", "pattern": rf"^(\s*,)*\s*({_STATES})\s*(,\s*(({_STATES})\s*)?)*$"},
+        # What choices_value accepts: items split on commas, blank ones skipped, one at least;
+        # empty: no filter (as for every filter here).
+        {
+            "type": "string",
+            "pattern": rf"^$|^(\s*,)*\s*({_STATES})\s*(,\s*(({_STATES})\s*)?)*$",
+        },
         description="comma-separated run states: " + ", ".join(RunState.values),
     ),
     OpenApiParameter(

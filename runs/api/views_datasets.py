@@ -9,7 +9,6 @@ it (409 naming the runs)."""
 
 from __future__ import annotations
 
-from django.conf import settings
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import Prefetch
 from django.http import FileResponse
@@ -33,6 +32,7 @@ from runs.services.datasets import (
     DatasetUploadError,
     dataset_preview,
     dataset_version_create,
+    max_upload_bytes,
 )
 from runs.services.datasets_api import (
     CONTENT_TYPES,
@@ -44,16 +44,11 @@ from runs.services.datasets_api import (
     upload_filename,
 )
 
-DEFAULT_MAX_UPLOAD_BYTES = 200 * 1024 * 1024
 CHUNK = 256 * 1024
 SLUG_MAX = 100
 CONFLICT = OpenApiResponse(s.ConflictOut, description="runs use it: nothing was deleted")
 UNREADABLE = OpenApiResponse(s.ErrorOut, description="the version's file cannot be read here")
 TOO_LARGE = OpenApiResponse(s.ErrorOut, description="the file is over STAGEWISE_MAX_UPLOAD_BYTES")
-
-
-def max_upload_bytes() -> int:
-    return int(getattr(settings, "STAGEWISE_MAX_UPLOAD_BYTES", DEFAULT_MAX_UPLOAD_BYTES))
 
 
 def _versions_prefetch() -> Prefetch:

@@ -35,6 +35,11 @@ class DatasetUploadError(ValueError):
 FIELD_HINT = "choose the field that holds the text, or the prompt and response fields"
 
 
+def max_upload_bytes() -> int:
+    """The largest dataset file accepted (STAGEWISE_MAX_UPLOAD_BYTES)."""
+    return settings.STAGEWISE_MAX_UPLOAD_BYTES
+
+
 def record_fields(
     fmt: str, text_field: str = "text", prompt_field: str = "", response_field: str = ""
 ) -> dict[str, str]:

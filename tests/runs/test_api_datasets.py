@@ -42,8 +42,16 @@ def _plan(source: str) -> dict:
     return {
         "name": f"ds-{uuid.uuid4().hex[:8]}",
         "model": model,
-        "stages": [{"name": "s0", "objective": "causal_lm", "data": [{"source": source}],
-                    "steps": 3, "batch_size": 4, "seq_len": 32}],  # fmt: skip
+        "stages": [
+            {
+                "name": "s0",
+                "objective": "causal_lm",
+                "data": [{"source": source}],
+                "steps": 3,
+                "batch_size": 4,
+                "seq_len": 32,
+            }
+        ],
     }
 
 
