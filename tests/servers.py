@@ -44,7 +44,7 @@ class Daphne:
     def start(self, timeout: float = 60) -> None:
         """Start the server and wait until it accepts connections."""
         log = open(self.log_path, "a")  # noqa: SIM115 - closed with the process
-        cmd = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port)]
+        cmd = [sys.executable, "-m", "webapp.web", "-b", "127.0.0.1", "-p", str(self.port)]
         self.proc = subprocess.Popen(
             [*cmd, "webapp.asgi:application"],
             cwd=ROOT,

@@ -58,6 +58,21 @@ class StrictPrimaryKeyRelatedField(serializers.PrimaryKeyRelatedField):
         return super().to_internal_value(data)
 
 
+class TeamPipelineField(StrictPrimaryKeyRelatedField):
+    """A pipeline of the requesting user's teams: another team's id answers exactly like an
+    id that does not exist (no existence oracle)."""
+
+    def get_queryset(self):
+        from runs.models import Pipeline
+        from runs.selectors.teams import team_ids_for
+
+        request = self.context.get("request")
+        user = getattr(request, "user", None)
+        if user is None:
+            return Pipeline.objects.none()
+        return Pipeline.objects.filter(team_id__in=team_ids_for(user))
+
+
 class StrictSlugRelatedField(serializers.SlugRelatedField):
     def to_internal_value(self, data):
         if not isinstance(data, str):

@@ -140,7 +140,7 @@ class RunUpdateIn(serializers.Serializer):
 
 
 class RunSubmitIn(serializers.Serializer):
-    pipeline = f.StrictPrimaryKeyRelatedField(queryset=Pipeline.objects.all(), required=False)
+    pipeline = f.TeamPipelineField(required=False)
     plan = PlanField(required=False, help_text="a trainers plan (give this or pipeline)")
     queue = f.StrictSlugRelatedField(
         slug_field="name",

@@ -94,12 +94,12 @@ class RunListCreate(ListAPIView):
 
     @extend_schema(request=s.RunSubmitIn, responses={201: s.RunDetailOut})
     def post(self, request):
-        data = s.RunSubmitIn(data=request.data)
+        data = s.RunSubmitIn(data=request.data, context={"request": request})
         data.is_valid(raise_exception=True)
         v = data.validated_data
         team = team_for_write(request, v.get("team"))
-        if v.get("pipeline") and v["pipeline"].team_id != team.pk:
-            raise ValidationError({"pipeline": "not a pipeline of your team"})
+        if v.get("pipeline") and v["pipeline"].team_id != team.pk:  # one of the user's others
+            raise ValidationError({"pipeline": [f"not a pipeline of team {team.slug!r}"]})
         try:
             run = run_services.run_submit(
                 team=team,

@@ -480,9 +480,9 @@ def test_up_restarts_what_dies_and_the_running_stage_finishes_with_every_step_on
         remember()
 
         # The web server gets SIGTERM: it is back within 30 s; the stage never noticed.
-        web = _child(up.proc, "daphne")
+        web = _child(up.proc, "webapp.web")
         web.send_signal(signal.SIGTERM)
-        _until(lambda: (_child(up.proc, "daphne") or web).pid != web.pid, 30, "a new web", up)
+        _until(lambda: (_child(up.proc, "webapp.web") or web).pid != web.pid, 30, "a new web", up)
         _until(lambda: _answers(f"{up.url}/accounts/login/"), 30, "the web server", up)
         assert training() == worker_id, "the stage kept its worker through a web restart"
         remember()

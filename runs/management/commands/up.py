@@ -103,7 +103,9 @@ class Command(BaseCommand):
         def child(name: str, cmd: list[str]) -> None:
             services.append(Child(name, cmd, env))
 
-        child("web", [py, "-m", "daphne", "-b", host, "-p", str(port), "webapp.asgi:application"])
+        child(
+            "web", [py, "-m", "webapp.web", "-b", host, "-p", str(port), "webapp.asgi:application"]
+        )
         if not opts["no_worker"]:
             # Without --queues the worker is named as an all-queue worker, so queues created
             # later are added to it (runs/services/queues.py); with --queues it keeps them.
