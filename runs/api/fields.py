@@ -8,6 +8,8 @@ keep DRF's fields."""
 from __future__ import annotations
 
 from django.core.validators import RegexValidator
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 # In the schema as its ``pattern``: not empty and not only (ASCII) spaces. An explicit class,
@@ -58,6 +60,7 @@ class StrictPrimaryKeyRelatedField(serializers.PrimaryKeyRelatedField):
         return super().to_internal_value(data)
 
 
+@extend_schema_field(OpenApiTypes.INT)
 class TeamPipelineField(StrictPrimaryKeyRelatedField):
     """A pipeline of the requesting user's teams: another team's id answers exactly like an
     id that does not exist (no existence oracle)."""
