@@ -16,14 +16,19 @@ from runs.input_checks import NUL_REASON, nul_in_query
 from runs.services.datasets import max_upload_bytes
 
 
+def body_limit(content_type: str) -> int:
+    """The largest body a request of this Content-Type may declare: a multipart upload (a
+    dataset file) has the upload limit, checked again as it streams in; any other body the
+    JSON limit. The web server (webapp/web.py) applies the same rule before buffering."""
+    multipart = content_type.split(";")[0].strip().lower() == "multipart/form-data"
+    return max_upload_bytes() + 2**20 if multipart else max_body_bytes()
+
+
 def refusal(request: HttpRequest) -> HttpResponse | None:
     """The answer to a request refused before its view runs, or None to let it through."""
     api = is_api(request)
     if api:
-        # A multipart upload (a dataset file) has the upload limit, checked again as it
-        # streams in; any other body the JSON limit.
-        multipart = request.content_type == "multipart/form-data"
-        limit = max_upload_bytes() + 2**20 if multipart else max_body_bytes()
+        limit = body_limit(request.content_type or "")
         declared = content_length(request.META)
         if declared is not None and declared > limit:
             return JsonResponse({"detail": body_too_large_detail(limit)}, status=413)

@@ -38,27 +38,19 @@ class _Discard:
         self.closed = True
 
 
-def _limit(content_type: bytes) -> int:
-    """The body limit of a request with this Content-Type (the middleware's rule)."""
-    from runs.api.parsers import max_body_bytes
-    from runs.services.datasets import max_upload_bytes
-
-    if content_type.split(b";")[0].strip().lower() == b"multipart/form-data":
-        return max_upload_bytes() + 2**20
-    return max_body_bytes()
-
-
 def install() -> None:
     from daphne.http_protocol import WebRequest
 
     from runs.api.parsers import body_too_large_detail
+    from runs.middleware import body_limit
 
     got_length, process = WebRequest.gotLength, WebRequest.process
 
     def bounded_got_length(self, length):
         self.refused_limit = None
         if length is not None:
-            limit = _limit(self.requestHeaders.getRawHeaders(b"content-type", [b""])[0])
+            content_type = self.requestHeaders.getRawHeaders(b"content-type", [b""])[0]
+            limit = body_limit(content_type.decode("latin-1"))
             if length > limit:
                 self.refused_limit = limit
                 self.content = _Discard()
