@@ -127,17 +127,22 @@ def sqlalchemy_url(dbname: str) -> str:
 
 
 def make_run(name: str = "bench"):
-    """A user (with an API token), a team they can write to, a queue and a run."""
+    """A user (with an API token), a team they can write to, a queue and an external run."""
     from django.contrib.auth import get_user_model
+    from django.utils import timezone
 
-    from runs.models import Membership, Queue, Run, Team
+    from runs.models import Membership, Queue, Run, RunState, StageRun, StageState, Team
     from runs.services.tokens import token_create
 
     user, _ = get_user_model().objects.get_or_create(username="bench")
     team, _ = Team.objects.get_or_create(slug="bench", defaults={"name": "Bench"})
     Membership.objects.get_or_create(user=user, team=team, defaults={"role": "member"})
     queue, _ = Queue.objects.get_or_create(name="bench")
-    run = Run.objects.create(team=team, queue=queue, name=name, plan={}, created_by=user)
+    # An external run (its client writes its points over the API) with one long stage.
+    run = Run.objects.create(team=team, queue=queue, name=name, plan={}, created_by=user,
+                             external=True, state=RunState.RUNNING, started_at=timezone.now())  # fmt: skip
+    StageRun.objects.create(run=run, stage_index=0, name="bench", state=StageState.RUNNING,
+                            start_step=0, end_step=10**12)  # fmt: skip
     _, key = token_create(user=user, team=team, name=f"benchmark {name}")
     return run, key
 

@@ -12,6 +12,7 @@ import argparse
 import gc
 import json
 import time
+from dataclasses import dataclass
 
 from common import (
     MLFLOW_MAX_METRICS_PER_BATCH,
@@ -92,7 +93,22 @@ def bench_mlflow(tracking_uri: str, batches: list[list[tuple]]) -> float:
     return rate
 
 
-def main() -> None:
+@dataclass
+class Results:
+    """Points/s of each path, and the (points, rollup rows) of both runs around the re-ingest."""
+
+    direct: float
+    http: float
+    again_direct: float
+    again_http: float
+    before: tuple[int, int]
+    after: tuple[int, int]
+    before_h: tuple[int, int]
+    after_h: tuple[int, int]
+    mlflow: float | None = None
+
+
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--batch", type=int, default=10_000, help="points per Stagewise batch")
     ap.add_argument("--batches", type=int, default=30, help="timed batches per Stagewise path")
@@ -101,62 +117,55 @@ def main() -> None:
     ap.add_argument(
         "--no-freeze", action="store_true", help="leave the input batches to the garbage collector"
     )
-    args = ap.parse_args()
+    return ap.parse_args()
 
-    print(f"machine: {machine()}")
-    setup_django()
-    procs = Subprocs()
-    try:
-        base = procs.daphne()
 
-        run_direct, _ = make_run("bench-direct")
-        run_http, token = make_run("bench-http")
-        # Warm-up: one batch per path (temp table creation, server import, plan caches), into
-        # runs of its own so that the timed batches start new series.
-        warm = make_batches(1, args.batch)
-        bench_direct(make_run("bench-warm-direct")[0].pk, warm)
-        bench_http(base, token, make_run("bench-warm-http")[0].pk, warm)
+def bench_stagewise(base: str, args: argparse.Namespace) -> Results:
+    """Both Stagewise paths, then the same batches again (idempotent re-ingest)."""
+    run_direct, _ = make_run("bench-direct")
+    run_http, token = make_run("bench-http")
+    # Warm-up: one batch per path (temp table creation, server import, plan caches), into
+    # runs of its own so that the timed batches start new series.
+    warm = make_batches(1, args.batch)
+    bench_direct(make_run("bench-warm-direct")[0].pk, warm)
+    bench_http(base, token, make_run("bench-warm-http")[0].pk, warm)
 
-        data = make_batches(args.batches, args.batch)
-        # The pre-built batches are ~10 objects per point; without this, every garbage
-        # collection during the timed loops would walk all of them (a benchmark artefact: a
-        # producer does not hold its whole history in memory). README reports both.
-        if not args.no_freeze:
-            gc.freeze()
-        direct = bench_direct(run_direct.pk, data)
-        http = bench_http(base, token, run_http.pk, data)
+    data = make_batches(args.batches, args.batch)
+    # The pre-built batches are ~10 objects per point; without this, every garbage
+    # collection during the timed loops would walk all of them (a benchmark artefact: a
+    # producer does not hold its whole history in memory). README reports both.
+    if not args.no_freeze:
+        gc.freeze()
+    direct = bench_direct(run_direct.pk, data)
+    http = bench_http(base, token, run_http.pk, data)
 
-        # Idempotent re-ingest: the same batches again, same (key, step) → replace, no new rows.
-        before = point_counts(run_direct.pk)
-        again_direct = bench_direct(run_direct.pk, data)
-        after = point_counts(run_direct.pk)
-        before_h = point_counts(run_http.pk)
-        again_http = bench_http(base, token, run_http.pk, data)
-        after_h = point_counts(run_http.pk)
-        expected = args.batches * args.batch
-        assert before[0] == expected, (before, expected)
-        assert before == after, f"re-ingest changed row counts: {before} -> {after}"
-        assert before_h == after_h, f"re-ingest over HTTP changed counts: {before_h} -> {after_h}"
+    # Idempotent re-ingest: the same batches again, same (key, step) → replace, no new rows.
+    before = point_counts(run_direct.pk)
+    again_direct = bench_direct(run_direct.pk, data)
+    after = point_counts(run_direct.pk)
+    before_h = point_counts(run_http.pk)
+    again_http = bench_http(base, token, run_http.pk, data)
+    after_h = point_counts(run_http.pk)
+    expected = args.batches * args.batch
+    assert before[0] == expected, (before, expected)
+    assert before == after, f"re-ingest changed row counts: {before} -> {after}"
+    assert before_h == after_h, f"re-ingest over HTTP changed counts: {before_h} -> {after_h}"
+    return Results(direct, http, again_direct, again_http, before, after, before_h, after_h)
 
-        # MLflow's server is started only now: on a small machine its background work would
-        # otherwise take CPU from the Stagewise measurements.
-        mlflow_rate = None
-        if not args.no_mlflow:
-            ml = procs.mlflow()
-            n_ml = max(args.mlflow_points // args.batch, 1)
-            mlflow_rate = bench_mlflow(ml, make_batches(n_ml, args.batch))
-    finally:
-        procs.stop()
 
-    def ratio(a: float | None, b: float | None) -> str:
-        return f"{a / b:.1f}x" if a and b else "-"
+def ratio(a: float | None, b: float | None) -> str:
+    return f"{a / b:.1f}x" if a and b else "-"
 
+
+def report(args: argparse.Namespace, r: Results) -> None:
+    direct, http, again_direct, again_http = r.direct, r.http, r.again_direct, r.again_http
     rows = [
         ("ingest_points (direct)", f"{direct:,.0f}", ">= 200,000", "PASS" if direct >= 2e5 else "MISS", "-"),
         ("POST /metrics/ (HTTP, daphne)", f"{http:,.0f}", ">= 100,000", "PASS" if http >= 1e5 else "MISS", ratio(http, direct) + " of direct"),
         ("re-ingest, ingest_points", f"{again_direct:,.0f}", "rows unchanged", "PASS", ratio(again_direct, direct) + " of first"),
         ("re-ingest, POST /metrics/", f"{again_http:,.0f}", "rows unchanged", "PASS", ratio(again_http, http) + " of first"),
     ]  # fmt: skip
+    mlflow_rate = r.mlflow
     if mlflow_rate:
         ok = http >= 10 * mlflow_rate
         rows.append(("MLflow log_batch (1,000/call)", f"{mlflow_rate:,.0f}", "-", "-", "1.0x"))
@@ -169,9 +178,28 @@ def main() -> None:
     )
     print(table(rows, ("path", "points/s", "target", "met", "ratio")))
     print(
-        f"\nrow counts (points, rollup rows) direct run: before re-ingest {before}, after {after}; "
-        f"HTTP run: before {before_h}, after {after_h}"
+        f"\nrow counts (points, rollup rows) direct run: before re-ingest {r.before}, after "
+        f"{r.after}; HTTP run: before {r.before_h}, after {r.after_h}"
     )
+
+
+def main() -> None:
+    args = parse_args()
+
+    print(f"machine: {machine()}")
+    setup_django()
+    procs = Subprocs()
+    try:
+        results = bench_stagewise(procs.daphne(), args)
+        # MLflow's server is started only now: on a small machine its background work would
+        # otherwise take CPU from the Stagewise measurements.
+        if not args.no_mlflow:
+            ml = procs.mlflow()
+            n_ml = max(args.mlflow_points // args.batch, 1)
+            results.mlflow = bench_mlflow(ml, make_batches(n_ml, args.batch))
+    finally:
+        procs.stop()
+    report(args, results)
 
 
 if __name__ == "__main__":

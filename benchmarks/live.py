@@ -24,6 +24,7 @@ import time
 import urllib.request
 import uuid
 from pathlib import Path
+from typing import NamedTuple
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -152,70 +153,94 @@ def produce(run_id: int, per_batch: int, batches: int, period: float, sent, call
     close_old_connections()
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=10)
     ap.add_argument("--rate", type=int, default=500, help="points per second per run")
     ap.add_argument("--seconds", type=float, default=60)
     ap.add_argument("--batch-ms", type=float, default=100)
-    a = ap.parse_args()
-    period = a.batch_ms / 1000
-    per_batch = max(1, round(a.rate * period))
-    batches = int(a.seconds / period)
+    return ap.parse_args()
 
-    from django.core.management import call_command
 
-    call_command("migrate", interactive=False, verbosity=0)
+def create_runs(n: int) -> tuple[Team, object, Queue, list[Run]]:
+    """A team of its own, a member, a paused queue and ``n`` running runs."""
     tag = uuid.uuid4().hex[:8]
     team = Team.objects.create(name=f"bench-live-{tag}", slug=f"bench-live-{tag}")
     user = get_user_model().objects.create_user(f"bench-live-{tag}", password=uuid.uuid4().hex)
     Membership.objects.create(user=user, team=team, role="member")
     queue = Queue.objects.create(name=f"bench-live-{tag}", paused=True)
     runs = [Run.objects.create(team=team, name=f"bench {i}", plan={}, queue=queue,
-                               state="running") for i in range(a.runs)]  # fmt: skip
+                               state="running") for i in range(n)]  # fmt: skip
+    return team, user, queue, runs
+
+
+def session_cookie(user) -> str:
+    """A logged-in browser's session cookie for ``user``."""
     session = SessionStore()
     session["_auth_user_id"] = str(user.pk)
     session["_auth_user_backend"] = "django.contrib.auth.backends.ModelBackend"
     session["_auth_user_hash"] = user.get_session_auth_hash()
     session.create()
-    cookie = f"{settings.SESSION_COOKIE_NAME}={session.session_key}"
+    return f"{settings.SESSION_COOKIE_NAME}={session.session_key}"
 
+
+def start_listeners(base, ws_base, cookie, clients, sent):
+    """One websocket per client on a thread of its own, once all are connected: (the thread,
+    a callable that stops them)."""
+    loop = asyncio.new_event_loop()
+    stop = asyncio.Event()
+    connected = threading.Semaphore(0)
+
+    async def all_clients():
+        await asyncio.gather(*(listen(base, ws_base, cookie, c, sent, stop,
+                                      connected.release) for c in clients))  # fmt: skip
+
+    listener = threading.Thread(target=loop.run_until_complete, args=(all_clients(),))
+    listener.start()
+    for _ in clients:
+        if not connected.acquire(timeout=30):
+            raise SystemExit("websocket clients did not connect")
+    return listener, lambda: loop.call_soon_threadsafe(stop.set)
+
+
+def produce_all(runs, per_batch, batches, period, sent, call_times) -> float:
+    """Every run's producer at once; the seconds from their common start to the last batch."""
+    t_start = time.time() + 0.2
+    producers = [
+        threading.Thread(
+            target=produce, args=(r.pk, per_batch, batches, period, sent, call_times, t_start)
+        )
+        for r in runs
+    ]
+    for p in producers:
+        p.start()
+    for p in producers:
+        p.join()
+    return time.time() - t_start
+
+
+class Load(NamedTuple):
+    clients: list[Client]  # each caught up at the end
+    call_times: list[tuple[float, float]]  # (start, seconds) of each ingest_points call
+    elapsed: float  # seconds from the producers' start to the last batch
+    live_received: int  # points the clients received before their catch-up
+
+
+def run_load(a, runs, cookie, per_batch, batches, period) -> Load:
+    """The load against a daphne of its own."""
     port = free_port()
     daphne = start_daphne(port)
     base, ws_base = f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}"
     clients = [Client(r.pk) for r in runs]
     sent: dict[tuple[int, int], float] = {}
-    call_times: list[float] = []
+    call_times: list[tuple[float, float]] = []
     try:
-        loop = asyncio.new_event_loop()
-        stop = asyncio.Event()
-        connected = threading.Semaphore(0)
-
-        async def all_clients():
-            await asyncio.gather(*(listen(base, ws_base, cookie, c, sent, stop,
-                                          connected.release) for c in clients))  # fmt: skip
-
-        listener = threading.Thread(target=loop.run_until_complete, args=(all_clients(),))
-        listener.start()
-        for _ in clients:
-            if not connected.acquire(timeout=30):
-                raise SystemExit("websocket clients did not connect")
+        listener, stop = start_listeners(base, ws_base, cookie, clients, sent)
         print(f"{a.runs} runs x {per_batch} points every {a.batch_ms:.0f} ms "
               f"({a.runs * per_batch / period:,.0f} points/s) for {a.seconds:.0f} s ...")  # fmt: skip
-        t_start = time.time() + 0.2
-        producers = [
-            threading.Thread(
-                target=produce, args=(r.pk, per_batch, batches, period, sent, call_times, t_start)
-            )
-            for r in runs
-        ]
-        for p in producers:
-            p.start()
-        for p in producers:
-            p.join()
-        elapsed = time.time() - t_start
+        elapsed = produce_all(runs, per_batch, batches, period, sent, call_times)
         time.sleep(2)  # let the last pushes arrive
-        loop.call_soon_threadsafe(stop.set)
+        stop()
         listener.join(10)
         live_received = sum(len(c.steps) for c in clients)
         for c in clients:
@@ -223,7 +248,12 @@ def main() -> None:
     finally:
         daphne.terminate()
         daphne.wait(10)
+    return Load(clients, call_times, elapsed, live_received)
 
+
+def report(a, load: Load, per_batch: int, batches: int) -> bool:
+    """Print the latencies and the completeness check; whether the targets are met."""
+    clients, call_times, elapsed, live_received = load
     total = batches * per_batch
     lat = [x * 1000 for c in clients for x in c.latencies]
     calls = [x * 1000 for _, x in call_times]
@@ -254,6 +284,22 @@ def main() -> None:
     print(f"after catch-up every client has every point exactly once: {complete}")
     ok = pct(lat, 50) <= 100 and pct(lat, 99) <= 500 and complete
     print("PASS" if ok else "FAIL", "(targets: p50 <= 100 ms, p99 <= 500 ms, nothing lost)")
+    return ok
+
+
+def main() -> None:
+    a = parse_args()
+    period = a.batch_ms / 1000
+    per_batch = max(1, round(a.rate * period))
+    batches = int(a.seconds / period)
+
+    from django.core.management import call_command
+
+    call_command("migrate", interactive=False, verbosity=0)
+    team, user, queue, runs = create_runs(a.runs)
+    cookie = session_cookie(user)
+    load = run_load(a, runs, cookie, per_batch, batches, period)
+    ok = report(a, load, per_batch, batches)
     Run.objects.filter(team=team).delete()
     queue.delete()
     user.delete()

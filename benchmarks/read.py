@@ -57,7 +57,7 @@ def timed(fn, calls: int) -> list[float]:
     return out
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--points", type=int, default=1_000_000)
     ap.add_argument("--calls", type=int, default=50, help="timed window reads")
@@ -65,101 +65,102 @@ def main() -> None:
     ap.add_argument("--mlflow-points", type=int, default=None, help="default: --points")
     ap.add_argument("--mlflow-calls", type=int, default=3)
     ap.add_argument("--no-mlflow", action="store_true")
-    args = ap.parse_args()
-    n_ml = args.mlflow_points or args.points
+    return ap.parse_args()
 
-    import httpx
 
-    print(f"machine: {machine()}")
-    setup_django()
-    from runs.selectors.series import MAX_RAW_AFTER, series_raw
+def bench_window(client, url: str, calls: int) -> tuple[list[float], int, int]:
+    """The chart's read, a 1,000-point window (rollups), timed after 5 warm-up calls:
+    (timings, points in the window, its rollup level)."""
 
-    procs = Subprocs()
-    res: dict[str, object] = {}
-    try:
-        base = procs.daphne()
-        run, token = make_run("bench-read")
-        t_ingest = ingest_series(run.pk, args.points, 10_000)
-        print(f"ingested {args.points:,} points via ingest_points in {t_ingest:.1f} s")
+    def window() -> dict:
+        r = client.get(url, params={"keys": KEY, "max_points": 1000})
+        r.raise_for_status()
+        return r.json()
 
-        client = httpx.Client(headers={"Authorization": f"Token {token}"}, timeout=300)
-        url = f"{base}/api/runs/{run.pk}/series/"
+    w = window()["series"][KEY]
+    for _ in range(5):
+        window()  # warm-up
+    return timed(window, calls), len(w["steps"]), w["level"]
 
-        def window() -> dict:
-            r = client.get(url, params={"keys": KEY, "max_points": 1000})
+
+def bench_raw_http(client, url: str, points: int, calls: int) -> list[float]:
+    """All raw points over HTTP: the after_step catch-up form, page by page."""
+    from runs.selectors.series import MAX_RAW_AFTER
+
+    def raw_http() -> int:
+        after, n = -1, 0
+        while True:
+            r = client.get(url, params={"keys": KEY, "after_step": after})
             r.raise_for_status()
-            return r.json()
+            steps = r.json()["series"][KEY]["steps"]
+            n += len(steps)
+            if len(steps) < MAX_RAW_AFTER:
+                return n
+            after = steps[-1]
 
-        w = window()["series"][KEY]
-        for _ in range(5):
-            window()  # warm-up
-        res["window"] = timed(window, args.calls)
-        res["window_points"] = len(w["steps"])
-        res["window_level"] = w["level"]
+    assert raw_http() == points
+    return timed(raw_http, calls)
 
-        def raw_http() -> int:
-            after, n = -1, 0
-            while True:
-                r = client.get(url, params={"keys": KEY, "after_step": after})
-                r.raise_for_status()
-                steps = r.json()["series"][KEY]["steps"]
-                n += len(steps)
-                if len(steps) < MAX_RAW_AFTER:
-                    return n
-                after = steps[-1]
 
-        assert raw_http() == args.points
-        res["raw_http"] = timed(raw_http, args.raw_calls)
+def bench_raw_sql(run_id: int, points: int, calls: int) -> list[float]:
+    """All raw points in-process: series_raw (SQL) and the JSON encoding of its result."""
+    from runs.selectors.series import series_raw
 
-        def raw_sql() -> None:
-            steps, values = series_raw(run_id=run.pk, key=KEY, min_step=0, max_step=2**62)
-            assert len(steps) == args.points
-            json.dumps({"steps": steps, "values": values})
+    def raw_sql() -> None:
+        steps, values = series_raw(run_id=run_id, key=KEY, min_step=0, max_step=2**62)
+        assert len(steps) == points
+        json.dumps({"steps": steps, "values": values})
 
-        res["raw_sql"] = timed(raw_sql, args.raw_calls)
-        client.close()
+    return timed(raw_sql, calls)
 
-        if not args.no_mlflow:
-            from mlflow.entities import Metric
-            from mlflow.tracking import MlflowClient
 
-            ml = MlflowClient(tracking_uri=procs.mlflow())
-            ml_run = ml.create_run(ml.create_experiment("bench-read")).info.run_id
-            t0 = time.perf_counter()
-            for lo in range(0, n_ml, MLFLOW_MAX_METRICS_PER_BATCH):
-                hi = min(n_ml, lo + MLFLOW_MAX_METRICS_PER_BATCH)
-                ms = [Metric(KEY, value(s), 1_700_000_000_000 + s * 1000, s) for s in range(lo, hi)]
-                ml.log_batch(ml_run, metrics=ms)
-                if lo and lo % 100_000 == 0:
-                    print(f"  MLflow: {lo:,} points logged, {time.perf_counter() - t0:.0f} s")
-            res["ml_log_s"] = time.perf_counter() - t0
+def bench_mlflow(tracking_uri: str, n_ml: int, calls: int) -> tuple[float, list[float]]:
+    """Log the series to MLflow with log_batch, then time get_metric_history of it: (seconds
+    the logging took, timings of the reads)."""
+    from mlflow.entities import Metric
+    from mlflow.tracking import MlflowClient
 
-            def ml_hist() -> None:
-                h = ml.get_metric_history(ml_run, KEY)
-                assert len(h) == n_ml, len(h)
+    ml = MlflowClient(tracking_uri=tracking_uri)
+    ml_run = ml.create_run(ml.create_experiment("bench-read")).info.run_id
+    t0 = time.perf_counter()
+    for lo in range(0, n_ml, MLFLOW_MAX_METRICS_PER_BATCH):
+        hi = min(n_ml, lo + MLFLOW_MAX_METRICS_PER_BATCH)
+        ms = [Metric(KEY, value(s), 1_700_000_000_000 + s * 1000, s) for s in range(lo, hi)]
+        ml.log_batch(ml_run, metrics=ms)
+        if lo and lo % 100_000 == 0:
+            print(f"  MLflow: {lo:,} points logged, {time.perf_counter() - t0:.0f} s")
+    log_s = time.perf_counter() - t0
 
-            res["ml_hist"] = timed(ml_hist, args.mlflow_calls)
-    finally:
-        procs.stop()
+    def ml_hist() -> None:
+        h = ml.get_metric_history(ml_run, KEY)
+        assert len(h) == n_ml, len(h)
 
-    def st(xs: list[float]) -> tuple[str, str, str]:
-        q = statistics.quantiles(xs, n=20) if len(xs) >= 2 else xs * 19
-        return f"{statistics.median(xs):,.1f}", f"{q[-1]:,.1f}", str(len(xs))
+    return log_s, timed(ml_hist, calls)
+
+
+def stats(xs: list[float]) -> tuple[str, str, str]:
+    """(median, p95, calls) of timings in ms, as table cells."""
+    q = statistics.quantiles(xs, n=20) if len(xs) >= 2 else xs * 19
+    return f"{statistics.median(xs):,.1f}", f"{q[-1]:,.1f}", str(len(xs))
+
+
+def report(args: argparse.Namespace, res: dict, n_ml: int, t_ingest: float) -> None:
+    from runs.selectors.series import MAX_RAW_AFTER
 
     med_w = statistics.median(res["window"])
     rows = [
         (f"GET series max_points=1000 ({res['window_points']} pts, level {res['window_level']})",
-         *st(res["window"]), "1x", "<= 20 ms: " + ("PASS" if med_w <= 20 else "MISS")),
+         *stats(res["window"]), "1x", "<= 20 ms: " + ("PASS" if med_w <= 20 else "MISS")),
         (f"all raw over HTTP (after_step, {args.points // MAX_RAW_AFTER} pages)",
-         *st(res["raw_http"]), f"{statistics.median(res['raw_http']) / med_w:,.0f}x slower",
+         *stats(res["raw_http"]), f"{statistics.median(res['raw_http']) / med_w:,.0f}x slower",
          ">= 10x: " + ("PASS" if statistics.median(res["raw_http"]) >= 10 * med_w else "MISS")),
-        ("all raw in-process (series_raw SQL + json.dumps)", *st(res["raw_sql"]),
+        ("all raw in-process (series_raw SQL + json.dumps)", *stats(res["raw_sql"]),
          f"{statistics.median(res['raw_sql']) / med_w:,.0f}x slower",
          ">= 10x: " + ("PASS" if statistics.median(res["raw_sql"]) >= 10 * med_w else "MISS")),
     ]  # fmt: skip
     if "ml_hist" in res:
         rows.append(
-            (f"MLflow get_metric_history ({n_ml:,} pts)", *st(res["ml_hist"]),
+            (f"MLflow get_metric_history ({n_ml:,} pts)", *stats(res["ml_hist"]),
              f"{statistics.median(res['ml_hist']) / med_w:,.0f}x slower", "-")
         )  # fmt: skip
     print()
@@ -170,6 +171,38 @@ def main() -> None:
             f"({n_ml / res['ml_log_s']:,.0f} points/s); Stagewise ingest_points of "
             f"{args.points:,}: {t_ingest:.1f} s"
         )
+
+
+def main() -> None:
+    args = parse_args()
+    n_ml = args.mlflow_points or args.points
+
+    import httpx
+
+    print(f"machine: {machine()}")
+    setup_django()
+    procs = Subprocs()
+    res: dict[str, object] = {}
+    try:
+        base = procs.daphne()
+        run, token = make_run("bench-read")
+        t_ingest = ingest_series(run.pk, args.points, 10_000)
+        print(f"ingested {args.points:,} points via ingest_points in {t_ingest:.1f} s")
+
+        client = httpx.Client(headers={"Authorization": f"Token {token}"}, timeout=300)
+        url = f"{base}/api/runs/{run.pk}/series/"
+        res["window"], res["window_points"], res["window_level"] = bench_window(
+            client, url, args.calls
+        )
+        res["raw_http"] = bench_raw_http(client, url, args.points, args.raw_calls)
+        res["raw_sql"] = bench_raw_sql(run.pk, args.points, args.raw_calls)
+        client.close()
+
+        if not args.no_mlflow:
+            res["ml_log_s"], res["ml_hist"] = bench_mlflow(procs.mlflow(), n_ml, args.mlflow_calls)
+    finally:
+        procs.stop()
+    report(args, res, n_ml, t_ingest)
 
 
 if __name__ == "__main__":

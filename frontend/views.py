@@ -10,16 +10,19 @@ from django.contrib.admin.views.decorators import staff_member_required
 from django.contrib.auth.decorators import login_required
 from django.core.cache import cache
 from django.core.exceptions import BadRequest, ValidationError
-from django.http import FileResponse, Http404, JsonResponse
+from django.http import FileResponse, Http404
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
+from frontend.views_fork import builder_data
 from runs.input_checks import id_value
-from runs.models import Dataset, DatasetVersion, Pipeline, Queue
+from runs.models import Pipeline, Queue
 from runs.models.runs import RunState
 from runs.selectors.dashboard import queue_overview_for, runs_using_version
-from runs.selectors.pipelines import pipeline_list
-from runs.selectors.runs import run_get, run_list
+from runs.selectors.datasets import dataset_list, dataset_version_list
+from runs.selectors.pipelines import example_plan, pipeline_list
+from runs.selectors.queues import queues_for_teams
+from runs.selectors.runs import run_choices, run_get, whatif_runs
 from runs.selectors.teams import team_ids_for, teams_for
 from runs.services.datasets import max_upload_bytes
 from runs.services.queues import queue_consumer_counts, queue_set_paused
@@ -36,23 +39,16 @@ def plotly_js(request, version: str = ""):
 
 
 def _queues_for(user) -> list[dict]:
-    ids = set(team_ids_for(user))
-    out = []
-    for q in Queue.objects.prefetch_related("allowed_teams").order_by("-priority", "name"):
-        allowed = {t.pk for t in q.allowed_teams.all()}
-        if not allowed or allowed & ids:
-            out.append({"name": q.name, "paused": q.paused})
-    return out
+    return [{"name": q.name, "paused": q.paused} for q in queues_for_teams(team_ids_for(user))]
 
 
 @login_required
 def runs_page(request):
-    pipelines = Pipeline.objects.filter(team_id__in=team_ids_for(request.user)).order_by("name")
     return render(
         request,
         "frontend/runs.html",
         {
-            "pipelines": pipelines,
+            "pipelines": pipeline_list(user=request.user),
             "queues": _queues_for(request.user),
             "states": RunState.choices,
             "f": request.GET,
@@ -81,12 +77,7 @@ def run_page(request, run_id: int):
 
 @login_required
 def compare_page(request):
-    runs = run_list(user=request.user).order_by("-created_at")[:200]
-    choices = [
-        {"id": r.pk, "name": r.name, "state": r.state, "parent": r.parent_id,
-         "pipeline": r.pipeline.name if r.pipeline else None}
-        for r in runs
-    ]  # fmt: skip
+    choices = run_choices(user=request.user)
     return render(request, "frontend/compare.html", {"page_data": {"runs": choices}})
 
 
@@ -101,120 +92,55 @@ def _visible_pipeline(request, pipeline_id: int) -> Pipeline:
     return get_object_or_404(pipeline_list(user=request.user), pk=pipeline_id)
 
 
-WHATIF_STATES = (RunState.RUNNING, RunState.SUCCEEDED)
-
-
-def _whatif_runs(user, pipeline: Pipeline | None, limit: int = 100) -> list[dict]:
-    """Runs whose training loss the what-if box can fit the law on: running or finished runs
-    of the user's teams, this pipeline's runs first, newest first."""
-    runs = run_list(user=user).filter(state__in=WHATIF_STATES).order_by("-created_at")[:limit]
-    rows = [{"id": r.pk, "name": r.name, "state": r.state, "pipeline": r.pipeline_id} for r in runs]
-    if pipeline is not None:
-        rows.sort(key=lambda r: r["pipeline"] != pipeline.pk)  # stable: keeps newest first
-    return rows
-
-
-@login_required
-def pipeline_edit(request, pipeline_id: int | None = None):
-    pipeline, plan = None, None
-    if pipeline_id is not None:
-        pipeline = _visible_pipeline(request, pipeline_id)
-        plan = pipeline.plan
-    elif request.GET.get("from"):
+def _new_pipeline_plan(request) -> dict | None:
+    """The plan a new pipeline starts from: a copy of ``?from=<id>``'s, the example
+    ``?example=<name>``, or none."""
+    if request.GET.get("from"):
         try:
             source_id = id_value(request.GET["from"], "from")
         except ValidationError:
             raise BadRequest("?from= must be a pipeline id (a positive integer)") from None
         source = _visible_pipeline(request, source_id)
-        plan = {**source.plan, "name": f"{source.name}-copy"}
-    elif request.GET.get("example"):
-        from runs.services.demo import EXAMPLES_DIR
-
-        name = Path(request.GET["example"]).name
-        path = EXAMPLES_DIR / f"{name}.json"
-        # listed, not stat'ed: a 300-character name made is_file() raise (a 500)
-        if path not in EXAMPLES_DIR.glob("*.json"):
+        return {**source.plan, "name": f"{source.name}-copy"}
+    if request.GET.get("example"):
+        plan = example_plan(request.GET["example"])
+        if plan is None:
+            name = Path(request.GET["example"]).name
             raise Http404(f"there is no example plan named {name[:100]!r}")
-        if path.is_file():
-            import json
+        return plan
+    return None
 
-            plan = json.loads(path.read_text())
+
+@login_required
+def pipeline_edit(request, pipeline_id: int | None = None):
+    pipeline = None if pipeline_id is None else _visible_pipeline(request, pipeline_id)
     data = {
         "pipeline": pipeline.pk if pipeline else None,
-        "plan": plan,
+        "plan": pipeline.plan if pipeline else _new_pipeline_plan(request),
         "queues": _queues_for(request.user),
         "teams": [t.slug for t in teams_for(request.user)],
-        "whatif_runs": _whatif_runs(request.user, pipeline),
+        "whatif_runs": whatif_runs(user=request.user, pipeline_id=pipeline_id),
+        **builder_data(request.user),  # the plan schema and the sources a stage may pick
     }
     return render(request, "frontend/pipeline_edit.html", {"pipeline": pipeline, "page_data": data})
 
 
 @login_required
 def datasets_page(request):
-    datasets = (
-        Dataset.objects.filter(team_id__in=team_ids_for(request.user))
-        .select_related("team")
-        .prefetch_related("versions")
-        .order_by("name")
-    )
-    return render(
-        request,
-        "frontend/datasets.html",
-        {
-            "datasets": datasets,
-            "page_data": {"max_bytes": max_upload_bytes()},
-            "max_mb": max_upload_bytes() // (1024 * 1024),
-        },
-    )
-
-
-@login_required
-@require_POST
-def dataset_upload(request):
-    from runs.services.datasets import DatasetUploadError, dataset_version_create
-
-    f = request.FILES.get("file")
-    name = (request.POST.get("name") or "").strip()
-    if f is None:
-        return JsonResponse({"detail": "choose a file to upload", "field": "file"}, status=400)
-    if f.size > max_upload_bytes():
-        mb = max_upload_bytes() // (1024 * 1024)
-        return JsonResponse({"detail": f"file is larger than {mb} MB", "field": "file"}, status=413)
-    teams = list(teams_for(request.user).filter(pk__in=team_ids_for(request.user, write=True)))
-    if not teams:
-        return JsonResponse({"detail": "your role is read-only (viewer)"}, status=403)
-    try:
-        # The fields training will read are checked now, not when a stage starts.
-        version, created = dataset_version_create(
-            team=teams[0], name=name or f.name, upload=f, filename=f.name, user=request.user,
-            text_field=request.POST.get("text_field") or "text",
-            prompt_field=request.POST.get("prompt_field") or "",
-            response_field=request.POST.get("response_field") or "",
-        )  # fmt: skip
-    except (DatasetUploadError, ValidationError) as exc:
-        msg = exc.messages[0] if isinstance(exc, ValidationError) else str(exc)
-        field = getattr(exc, "field", "file")
-        return JsonResponse({"detail": msg, "field": field}, status=400)
-    return JsonResponse(
-        {
-            "dataset": version.dataset.name,
-            "version": version.version,
-            "id": version.pk,
-            "created": created,
-            "sha256": version.content_hash,
-            "records": version.records,
-            "url": f"/datasets/versions/{version.pk}/",
-        },
-        status=201 if created else 200,
-    )
+    max_bytes = max_upload_bytes()
+    context = {
+        "datasets": dataset_list(user=request.user),
+        "page_data": {"max_bytes": max_bytes},
+        "max_mb": max_bytes // (1024 * 1024),
+    }
+    return render(request, "frontend/datasets.html", context)
 
 
 @login_required
 def dataset_version_page(request, version_id: int):
     from runs.services.datasets import dataset_preview
 
-    qs = DatasetVersion.objects.filter(dataset__team_id__in=team_ids_for(request.user))
-    version = get_object_or_404(qs.select_related("dataset"), pk=version_id)
+    version = get_object_or_404(dataset_version_list(user=request.user), pk=version_id)
     try:
         preview, preview_error = dataset_preview(version), ""
     except Exception as exc:  # an unreadable file is shown as a message, not a 500

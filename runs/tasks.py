@@ -8,7 +8,6 @@ from celery import shared_task
 
 from runs.execution import runner
 from runs.services import dispatch as dispatch_service
-from runs.services import leases
 from runs.services import queues as queues_service
 
 
@@ -19,7 +18,7 @@ def execute_stage_run(stage_run_id: int, token: str) -> str:
 
 @shared_task(name="runs.tasks.requeue_expired", ignore_result=True)
 def requeue_expired() -> int:
-    return leases.requeue_expired()
+    return dispatch_service.requeue_expired()
 
 
 @shared_task(name="runs.tasks.dispatch_runs", ignore_result=True)

@@ -83,7 +83,7 @@ def summary_table(plan: Plan, results) -> str:
     return "\n".join(f"{a:<{w[0]}}  {b:<{w[1]}}  {c:<{w[2]}}  {d}" for a, b, c, d in rows)
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m trainers", description=__doc__)
     sub = ap.add_subparsers(dest="cmd", required=True)
     v = sub.add_parser("validate", help="check a plan file")
@@ -110,7 +110,16 @@ def main(argv: list[str] | None = None) -> int:
         "(default: the one recorded in DIR/stagewise.json)",
     )
     sub.add_parser("schema", help="print the plan JSON schema")
-    args = ap.parse_args(argv)
+    from trainers.cli_log import add_commands
+
+    add_commands(sub)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if getattr(args, "handler", None) is not None:
+        return args.handler(args)
 
     if args.cmd == "schema":
         from trainers.plan import plan_schema
@@ -225,42 +234,89 @@ def _local_rows(out: Path, stage_index: int, last_step: int) -> list[Point]:
     return points
 
 
+def _recorded_run_id(report: dict, out: Path) -> int:
+    """The run to continue: ``--run-id``, or the one ``out/stagewise.json`` records for this
+    URL; raises _Refusal (exit 2) when there is none."""
+    from trainers.remote import RUN_FILE, load_run_ref
+
+    if report["run_id"] is not None:
+        return report["run_id"]
+    url, ref = report["url"], load_run_ref(out)
+    if ref is None:
+        raise _Refusal(f"--resume --report-to: no Stagewise run recorded in {out / RUN_FILE} "
+                       "(pass --run-id N, or run without --resume)")  # fmt: skip
+    if ref["url"] != url:
+        raise _Refusal(f"{out / RUN_FILE} records run {ref['run_id']} on {ref['url']}, not on "
+                       f"{url} (pass --run-id N to continue a run there)")  # fmt: skip
+    return ref["run_id"]
+
+
+class _Refusal(Exception):
+    """Not training: ``str`` is the one-line reason, ``code`` the exit code."""
+
+    def __init__(self, message: str, code: int = 2):
+        super().__init__(message)
+        self.code = code
+
+
+def _resumable_stages(plan: Plan, report: dict, run_id: int) -> list[dict]:
+    """The run's stages as the server shows them, after checking it may be continued with
+    this plan; raises _Refusal or the API's errors."""
+    from trainers.remote import get_run
+
+    run = get_run(report["url"], report["token"], run_id)
+    if not run.get("external"):
+        raise _Refusal(f"run {run_id} on {report['url']} is not an external run")
+    if run["state"] != "running":
+        raise _Refusal(f"run {run_id} is already {run['state']} in Stagewise; not training "
+                       "(a new run needs a new --out)", code=1)  # fmt: skip
+    stages = sorted(run.get("stages", []), key=lambda st: st["stage_index"])
+    ends = [st["end_step"] for st in stages]
+    if ends != [end for _, end in plan.stage_bounds()]:
+        raise _Refusal(f"run {run_id}'s stage ends {ends} differ from this plan's; not training")
+    return stages
+
+
+def _resend_local(sink, plan: Plan, stages: list[dict], first_open: int, out: Path) -> None:
+    """Send again what the server may have missed: for every stage not shown as succeeded,
+    the local points up to the checkpoint training resumes from, and report a stage that
+    finished here as succeeded."""
+    from trainers.checkpoints import list_checkpoints
+
+    bounds, ckpts = plan.stage_bounds(), list_checkpoints(out)
+    for st in stages[first_open:]:
+        i, (start, end) = st["stage_index"], bounds[st["stage_index"]]
+        finished = any(c.stage_index == i and c.stage_end and c.step == end for c in ckpts)
+        inside = [c.step for c in ckpts if c.stage_index == i and start < c.step <= end]
+        if not finished and not inside:
+            return  # training starts this stage afresh
+        if finished:
+            sink.stage_started(i, start)
+        sink.points(_local_rows(out, i, end if finished else max(inside)))
+        sink.flush()
+        if not finished:
+            return  # training resumes inside this stage
+        sink.stage_finished(i, end)
+
+
 def _resume_remote_run(plan: Plan, report: dict, out: Path):
     """Continue the external run of ``out`` (or ``--run-id``): its sink, or print why not and
     return the exit code (2: no run to continue or a refused request; 1: the run ended).
 
     Points sent before the previous process died may have been lost with its buffer, and a
-    stage may have finished here after its last report, so first, for every stage the server
-    does not show as succeeded, the local points up to the checkpoint training resumes from
-    are sent again (the server stores each (key, step) once) and a stage finished here is
-    reported succeeded. The engine then re-emits everything after that checkpoint."""
-    from trainers.checkpoints import list_checkpoints
+    stage may have finished here after its last report, so those are sent first
+    (``_resend_local``; the server stores each (key, step) once). The engine then re-emits
+    everything after the checkpoint it resumes from."""
     from trainers.events import StageCanceled
-    from trainers.remote import (
-        RUN_FILE,
-        ApiError,
-        StagewiseError,
-        StagewiseSink,
-        get_run,
-        load_run_ref,
-        run_page_url,
-        save_run_ref,
-    )
+    from trainers.remote import ApiError, StagewiseError, StagewiseSink, run_page_url, save_run_ref
 
-    url, run_id = report["url"], report["run_id"]
-    if run_id is None:
-        ref = load_run_ref(out)
-        if ref is None:
-            print(f"error: --resume --report-to: no Stagewise run recorded in {out / RUN_FILE} "
-                  "(pass --run-id N, or run without --resume)", file=sys.stderr)  # fmt: skip
-            return 2
-        if ref["url"] != url:
-            print(f"error: {out / RUN_FILE} records run {ref['run_id']} on {ref['url']}, not "
-                  f"on {url} (pass --run-id N to continue a run there)", file=sys.stderr)  # fmt: skip
-            return 2
-        run_id = ref["run_id"]
+    url = report["url"]
     try:
-        run = get_run(url, report["token"], run_id)
+        run_id = _recorded_run_id(report, out)
+        stages = _resumable_stages(plan, report, run_id)
+    except _Refusal as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.code
     except ApiError as e:
         if e.status == 404:
             print(f"error: {url} has no run {run_id} (or not for this token)", file=sys.stderr)
@@ -269,45 +325,16 @@ def _resume_remote_run(plan: Plan, report: dict, out: Path):
     except StagewiseError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    if not run.get("external"):
-        print(f"error: run {run_id} on {url} is not an external run", file=sys.stderr)
-        return 2
-    if run["state"] != "running":
-        print(f"error: run {run_id} is already {run['state']} in Stagewise; not training "
-              "(a new run needs a new --out)", file=sys.stderr)  # fmt: skip
-        return 1
-    stages = sorted(run.get("stages", []), key=lambda st: st["stage_index"])
-    bounds = plan.stage_bounds()
-    if [st["end_step"] for st in stages] != [end for _, end in bounds]:
-        print(f"error: run {run_id}'s stage ends {[st['end_step'] for st in stages]} differ "
-              "from this plan's; not training", file=sys.stderr)  # fmt: skip
-        return 2
-    done = ("succeeded", "skipped")
-    first_open = next((st["stage_index"] for st in stages if st["state"] not in done), 0)
+    first_open = next((st["stage_index"] for st in stages
+                       if st["state"] not in ("succeeded", "skipped")), 0)  # fmt: skip
     sink = StagewiseSink(url, report["token"], run_id, next_stage=first_open)
-    ckpts = list_checkpoints(out)
     try:
-        for st in stages[first_open:]:
-            i, (start, end) = st["stage_index"], bounds[st["stage_index"]]
-            finished = any(c.stage_index == i and c.stage_end and c.step == end for c in ckpts)
-            inside = [c.step for c in ckpts if c.stage_index == i and start < c.step <= end]
-            if not finished and not inside:
-                break  # training starts this stage afresh
-            last = end if finished else max(inside)
-            if finished:
-                sink.stage_started(i, start)
-            sink.points(_local_rows(out, i, last))
-            sink.flush()
-            if not finished:
-                break  # training resumes inside this stage
-            sink.stage_finished(i, end)
-    except StageCanceled:
+        _resend_local(sink, plan, stages, first_open, out)
+    except (StageCanceled, StagewiseError) as e:
         sink.abandon()
-        print(f"error: run {run_id} was canceled in Stagewise; not training", file=sys.stderr)
-        return 1
-    except StagewiseError as e:
-        sink.abandon()
-        print(f"error: {e}", file=sys.stderr)
+        canceled = isinstance(e, StageCanceled)
+        print(f"error: run {run_id} was canceled in Stagewise; not training" if canceled
+              else f"error: {e}", file=sys.stderr)  # fmt: skip
         return 1
     save_run_ref(out, url, run_id)
     print(f"Stagewise run {run_id} (resumed): {run_page_url(url, run_id)}", flush=True)

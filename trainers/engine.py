@@ -104,6 +104,18 @@ def _start_point(plan: Plan, stage_index: int, out_dir: Path, init_from: Path | 
     return None, False
 
 
+def _tokenizer(plan: Plan, src: Loaded | None):
+    """The stage's tokenizer (None for mlp): the one of the checkpoint it starts from, else
+    the model directory's, else one trained for the plan."""
+    if plan.model.arch == "mlp":
+        return None
+    if src is not None and (src.path / "tokenizer.json").is_file():
+        return load_tokenizer(src.path / "tokenizer.json")
+    if plan.model.path and (Path(plan.model.path) / "tokenizer.json").is_file():
+        return load_tokenizer(Path(plan.model.path) / "tokenizer.json")
+    return plan_tokenizer(plan)
+
+
 class _Stage:
     """State of one run_stage call; `run` is the training loop."""
 
@@ -117,19 +129,10 @@ class _Stage:
             set_rng_state(src.state["rng"])
         else:
             seed_everything(plan.seed * 1_000_003 + i)
-        # Tokenizer: from the checkpoint we start from, else the model dir, else train one.
-        self.tok = None
-        if plan.model.arch != "mlp":
-            if src is not None and (src.path / "tokenizer.json").is_file():
-                self.tok = load_tokenizer(src.path / "tokenizer.json")
-            elif plan.model.path and (Path(plan.model.path) / "tokenizer.json").is_file():
-                self.tok = load_tokenizer(Path(plan.model.path) / "tokenizer.json")
-            else:
-                self.tok = plan_tokenizer(plan)
-            self.tok_json = self.tok.to_str()
+        self.tok = _tokenizer(plan, src)
+        self.tok_json = self.tok.to_str() if self.tok is not None else None
+        if self.tok_json is not None:
             (out_dir / "tokenizer.json").write_text(self.tok_json)
-        else:
-            self.tok_json = None
         vocab = self.tok.get_vocab_size() if self.tok else 0
         eos = eos_id(self.tok) if self.tok else 0
         if src is None:
@@ -250,48 +253,13 @@ class _Stage:
         first = self.step + 1
         self.sink.stage_started(self.i, first if self.resumed_from is not None else self.start)
         if self.resumed_from is None:
-            if self.i == 0:
-                new_sets = list(self.st.eval_sets)  # step 0: the untrained baseline
-            else:
-                before = set(self.plan.stages[self.i - 1].eval_sets)
-                new_sets = [n for n in self.st.eval_sets if n not in before]
-            self.evaluate(new_sets, self.start)
+            self.evaluate(self._new_eval_sets(), self.start)
             self.flush()
         stop = self.end if max_steps is None else min(self.end, self.step + max_steps)
-        st, model, opt = self.st, self.model, self.opt
-        clip, log_every = st.optimizer.grad_clip, self.plan.log_interval
-        params = [p for p in model.parameters()]
+        params = [p for p in self.model.parameters()]
         for step in range(first, stop + 1):
-            lr = float(self.lrs[step - self.start])
-            for g in opt.param_groups:
-                g["lr"] = lr
-            batch = tuple(
-                t.to(self.device, non_blocking=True) for t in to_tensors(self.mixture.batch(step))
-            )
-            loss = objectives.train_loss(st.objective, model, batch)
-            loss.backward()
-            if clip is not None:
-                torch.nn.utils.clip_grad_norm_(params, clip)
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            self.losses.append(loss.detach())
-            self.loss_meta.append((step, lr, time.time()))
-            self.step = step
-            due_eval = self._eval_due(step)
-            due_ckpt = step == stop or (
-                st.checkpoint_interval is not None
-                and (step - self.start) % st.checkpoint_interval == 0
-            )
-            if due_eval:
-                self._drain_losses()
-                self.evaluate(st.eval_sets, step)
-            if due_eval or due_ckpt or step % log_every == 0:
-                self.flush()
-            if due_ckpt:  # after the flush: every point <= a checkpoint step is emitted
-                self.checkpoint(step)
-            if self.control is not None and self.control.should_stop():
-                self.flush()
-                raise StageCanceled(self.i, step)
+            self._train_step(step, params)
+            self._after_step(step, stop)
         self.flush()
         completed = self.step == self.end
         if completed:
@@ -307,6 +275,71 @@ class _Stage:
             evals={k: v for k, v in self.last.items() if k.startswith("eval/")},
             checkpoint=self.last_ckpt,
         )
+
+    def _new_eval_sets(self) -> list[str]:
+        """The eval sets measured at the stage's start step: all of them at step 0 (the
+        untrained baseline), else those the previous stage did not evaluate."""
+        if self.i == 0:
+            return list(self.st.eval_sets)
+        before = set(self.plan.stages[self.i - 1].eval_sets)
+        return [n for n in self.st.eval_sets if n not in before]
+
+    def _train_step(self, step: int, params: list[nn.Parameter]) -> None:
+        """One optimizer step; its loss stays a tensor until the next drain (no sync)."""
+        lr = float(self.lrs[step - self.start])
+        for g in self.opt.param_groups:
+            g["lr"] = lr
+        batch = tuple(
+            t.to(self.device, non_blocking=True) for t in to_tensors(self.mixture.batch(step))
+        )
+        loss = objectives.train_loss(self.st.objective, self.model, batch)
+        loss.backward()
+        clip = self.st.optimizer.grad_clip
+        if clip is not None:
+            torch.nn.utils.clip_grad_norm_(params, clip)
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+        self.losses.append(loss.detach())
+        self.loss_meta.append((step, lr, time.time()))
+        self.step = step
+
+    def _after_step(self, step: int, stop: int) -> None:
+        """Evaluate, send the metrics and checkpoint when due; stop when asked to."""
+        st = self.st
+        due_eval = self._eval_due(step)
+        due_ckpt = step == stop or (
+            st.checkpoint_interval is not None and (step - self.start) % st.checkpoint_interval == 0
+        )
+        if due_eval:
+            self._drain_losses()
+            self.evaluate(st.eval_sets, step)
+        if due_eval or due_ckpt or step % self.plan.log_interval == 0:
+            self.flush()
+        if due_ckpt:  # after the flush: every point <= a checkpoint step is emitted
+            self.checkpoint(step)
+        if self.control is not None and self.control.should_stop():
+            self.flush()
+            raise StageCanceled(self.i, step)
+
+
+def _finished(plan: Plan, stage_index: int, out_dir: Path) -> StageResult | None:
+    """The result of a stage whose stage-end checkpoint is in out_dir already, else None."""
+    start, end = plan.stage_bounds()[stage_index]
+    done = [c for c in list_checkpoints(out_dir) if c.stage_index == stage_index and c.stage_end]
+    if not done or done[-1].step != end:
+        return None
+    evals = load_checkpoint(Path(done[-1].path)).state.get("evals", {})
+    return StageResult(
+        stage_index=stage_index,
+        start_step=start,
+        end_step=end,
+        completed=True,
+        resumed_from=end,
+        steps_run=0,
+        final_train_loss=evals.get("train/loss"),
+        evals={k: v for k, v in evals.items() if k.startswith("eval/")},
+        checkpoint=done[-1],
+    )
 
 
 def run_stage(
@@ -330,22 +363,9 @@ def run_stage(
     if not 0 <= stage_index < len(plan.stages):
         raise IndexError(f"plan has {len(plan.stages)} stages; no stage {stage_index}")
     torch.set_num_threads(torch_threads(plan))
-    start, end = plan.stage_bounds()[stage_index]
-    done = [c for c in list_checkpoints(out_dir) if c.stage_index == stage_index and c.stage_end]
-    if done and done[-1].step == end:
-        meta = load_checkpoint(Path(done[-1].path)).state
-        evals = meta.get("evals", {})
-        return StageResult(
-            stage_index,
-            start,
-            end,
-            True,
-            end,
-            0,
-            evals.get("train/loss"),
-            {k: v for k, v in evals.items() if k.startswith("eval/")},
-            done[-1],
-        )
+    done = _finished(plan, stage_index, out_dir)
+    if done is not None:
+        return done
     try:
         src, resumed = _start_point(plan, stage_index, out_dir, init_from)
         stage = _Stage(plan, stage_index, out_dir, sink, control, src, resumed)

@@ -11,6 +11,7 @@ import json
 import math
 import os
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
@@ -379,13 +380,17 @@ class PlanError(ValueError):
         super().__init__("\n".join(f"{e['path']}: {e['message']}" for e in errors))
 
 
+def _error(path: str, message: str) -> dict[str, str]:
+    return {"path": path, "message": message}
+
+
 def _limit_errors(plan: Plan, limits: PlanLimits) -> list[dict[str, str]]:
     """Budgets and sizes over ``limits`` (a plan within them cannot exhaust a worker)."""
     errs: list[dict[str, str]] = []
 
     def over(path: str, value: int, top: int, what: str = "") -> None:
         if value > top:
-            errs.append({"path": path, "message": f"{what or 'must be'} at most {top:,}"})
+            errs.append(_error(path, f"{what or 'must be'} at most {top:,}"))
 
     over("stages", len(plan.stages), limits.max_stages, "a plan may have")
     over("eval_sets", len(plan.eval_sets), limits.max_eval_sets, "a plan may have")
@@ -403,112 +408,119 @@ def _limit_errors(plan: Plan, limits: PlanLimits) -> list[dict[str, str]]:
         unit = "steps" if st.steps is not None else "tokens"
         if n > limits.max_stage_steps:
             why = "" if unit == "steps" else f" ({n:,} steps at this batch and sequence length)"
-            errs.append(
-                {
-                    "path": f"{p}.{unit}",
-                    "message": f"the stage budget is at most {limits.max_stage_steps:,} steps"
-                    + why,
-                }
-            )
+            budget = f"the stage budget is at most {limits.max_stage_steps:,} steps"
+            errs.append(_error(f"{p}.{unit}", budget + why))
     if total > limits.max_total_steps:
-        errs.append(
-            {
-                "path": "stages",
-                "message": f"the stages add up to {total:,} steps; at most "
-                f"{limits.max_total_steps:,}",
-            }
-        )
+        at_most = f"at most {limits.max_total_steps:,}"
+        errs.append(_error("stages", f"the stages add up to {total:,} steps; {at_most}"))
     for j, es in enumerate(plan.eval_sets):
         over(f"eval_sets.{j}.batch_size", es.batch_size, limits.max_batch_size)
         over(f"eval_sets.{j}.seq_len", es.seq_len, limits.max_seq_len)
     return errs
 
 
-def _semantic_errors(plan: Plan, check_files: bool) -> list[dict[str, str]]:
-    """Cross-field rules pydantic cannot express per field."""
-    errs: list[dict[str, str]] = []
-
-    def err(path: str, msg: str) -> None:
-        errs.append({"path": path, "message": msg})
-
-    stage_names = [st.name for st in plan.stages]
-    for i, n in enumerate(stage_names):
-        if stage_names.index(n) != i:
-            err(f"stages.{i}.name", f"duplicate stage name {n!r}")
-
-    names = [e.name for e in plan.eval_sets]
+def _duplicate_names(names: list[str], path: str, what: str) -> Iterator[dict[str, str]]:
     for i, n in enumerate(names):
         if names.index(n) != i:
-            err(f"eval_sets.{i}.name", f"duplicate eval set name {n!r}")
-    lm_model = plan.model.arch in ("gpt2", "llama")
+            yield _error(f"{path}.{i}.name", f"duplicate {what} name {n!r}")
+
+
+def _eval_set_errors(plan: Plan, lm_model: bool) -> Iterator[dict[str, str]]:
+    """Each eval set's kind fits its data and the model; its sequences fit the model."""
     for i, es in enumerate(plan.eval_sets):
+        p = f"eval_sets.{i}"
         if es.kind == "classification" and es.source_kind != "images":
-            err(f"eval_sets.{i}.kind", "classification eval needs builtin:digits")
+            yield _error(f"{p}.kind", "classification eval needs builtin:digits")
         if es.kind == "lm" and es.source_kind == "images":
-            err(f"eval_sets.{i}.kind", "builtin:digits is a classification set, not lm")
+            yield _error(f"{p}.kind", "builtin:digits is a classification set, not lm")
         if es.kind == "lm" and not lm_model:
-            err(
-                f"eval_sets.{i}.kind",
-                f"lm eval set needs a gpt2/llama model, not {plan.model.arch}",
+            yield _error(
+                f"{p}.kind", f"lm eval set needs a gpt2/llama model, not {plan.model.arch}"
             )
         if es.kind == "classification" and lm_model:
-            err(f"eval_sets.{i}.kind", "classification eval set needs model.arch 'mlp'")
+            yield _error(f"{p}.kind", "classification eval set needs model.arch 'mlp'")
         if es.seq_len > plan.model.max_positions:
-            err(
-                f"eval_sets.{i}.seq_len",
-                f"exceeds model.max_positions ({plan.model.max_positions})",
+            yield _error(
+                f"{p}.seq_len", f"exceeds model.max_positions ({plan.model.max_positions})"
             )
+
+
+def _stage_training_errors(plan: Plan, i: int, lm_model: bool) -> Iterator[dict[str, str]]:
+    """Stage i's budget, objective and data fit each other and the model."""
+    st, p = plan.stages[i], f"stages.{i}"
+    if (st.steps is None) == (st.tokens is None):
+        yield _error(p, "give exactly one budget: steps or tokens")
+    if st.tokens is not None and st.objective == "classification":
+        yield _error(f"{p}.tokens", "a token budget needs an LM objective; use steps")
+    if st.objective == "classification" and lm_model:
+        yield _error(f"{p}.objective", "classification needs model.arch 'mlp'")
+    if st.objective in ("causal_lm", "sft") and not lm_model:
+        yield _error(f"{p}.objective", f"{st.objective} needs model.arch gpt2 or llama")
+    if st.seq_len > plan.model.max_positions:
+        yield _error(f"{p}.seq_len", f"exceeds model.max_positions ({plan.model.max_positions})")
+    if not sum(d.weight for d in st.data) > 0:
+        yield _error(f"{p}.data", "weights must sum to a positive number")
+    for j, d in enumerate(st.data):
+        if st.objective == "classification" and d.source_kind != "images":
+            yield _error(f"{p}.data.{j}.source", "classification needs builtin:digits data")
+        if st.objective != "classification" and d.source_kind == "images":
+            yield _error(f"{p}.data.{j}.source", f"{st.objective} cannot train on builtin:digits")
+    if st.objective == "sft" and not any(d.source_kind == "pairs" for d in st.data):
+        yield _error(f"{p}.data", "sft needs at least one prompt/response source")
+
+
+def _stage_reference_errors(
+    plan: Plan, i: int, earlier_sources: list[set[str]]
+) -> Iterator[dict[str, str]]:
+    """Stage i's replay names data of an earlier stage (``earlier_sources``: the names and
+    sources of each earlier stage's data), its eval sets and task are defined, and its dense
+    evaluation is consistent."""
+    st, p = plan.stages[i], f"stages.{i}"
+    eval_names = [e.name for e in plan.eval_sets]
+    total_r = 0.0
+    for j, rp in enumerate(st.replay):
+        total_r += rp.ratio
+        if not any(rp.source in s for s in earlier_sources):
+            yield _error(f"{p}.replay.{j}.source", f"{rp.source!r} is not data of an earlier stage")
+    if total_r >= 1.0:
+        yield _error(f"{p}.replay", f"replay ratios sum to {total_r:g}; must be below 1")
+    for j, name in enumerate(st.eval_sets):
+        if name not in eval_names:
+            yield _error(f"{p}.eval_sets.{j}", f"eval set {name!r} is not defined in eval_sets")
+    if st.task is not None and st.task not in eval_names:
+        yield _error(f"{p}.task", f"eval set {st.task!r} is not defined in eval_sets")
+    if st.dense_eval and st.dense_eval.interval > st.dense_eval.steps:
+        yield _error(f"{p}.dense_eval.interval", "must not exceed dense_eval.steps")
+
+
+def _file_errors(plan: Plan) -> Iterator[dict[str, str]]:
+    """Sources this machine reads: ``file:`` paths exist, no server references."""
+    specs: list[tuple[str, SourceSpec]] = [
+        (f"eval_sets.{i}.source", e) for i, e in enumerate(plan.eval_sets)
+    ]
+    for i, st in enumerate(plan.stages):
+        specs += [(f"stages.{i}.data.{j}.source", d) for j, d in enumerate(st.data)]
+    for path, spec in specs:
+        fp = spec.file_path
+        if fp is not None and not os.path.isfile(fp):
+            yield _error(path, f"file not found: {fp}")
+        if spec.dataset_ref is not None:
+            yield _error(path, f"{spec.source} {SERVER_REF_HERE} (file:/abs/path)")
+
+
+def _semantic_errors(plan: Plan, check_files: bool) -> list[dict[str, str]]:
+    """Cross-field rules pydantic cannot express per field."""
+    lm_model = plan.model.arch in ("gpt2", "llama")
+    errs = [*_duplicate_names([st.name for st in plan.stages], "stages", "stage")]
+    errs += _duplicate_names([e.name for e in plan.eval_sets], "eval_sets", "eval set")
+    errs += _eval_set_errors(plan, lm_model)
     sources_so_far: list[set[str]] = []
     for i, st in enumerate(plan.stages):
-        p = f"stages.{i}"
-        refs = {d.ref for d in st.data} | {d.source for d in st.data}
-        if (st.steps is None) == (st.tokens is None):
-            err(p, "give exactly one budget: steps or tokens")
-        if st.tokens is not None and st.objective == "classification":
-            err(f"{p}.tokens", "a token budget needs an LM objective; use steps")
-        if st.objective == "classification" and lm_model:
-            err(f"{p}.objective", "classification needs model.arch 'mlp'")
-        if st.objective in ("causal_lm", "sft") and not lm_model:
-            err(f"{p}.objective", f"{st.objective} needs model.arch gpt2 or llama")
-        if st.seq_len > plan.model.max_positions:
-            err(f"{p}.seq_len", f"exceeds model.max_positions ({plan.model.max_positions})")
-        total_w = sum(d.weight for d in st.data)
-        if not total_w > 0:
-            err(f"{p}.data", "weights must sum to a positive number")
-        for j, d in enumerate(st.data):
-            if st.objective == "classification" and d.source_kind != "images":
-                err(f"{p}.data.{j}.source", "classification needs builtin:digits data")
-            if st.objective != "classification" and d.source_kind == "images":
-                err(f"{p}.data.{j}.source", f"{st.objective} cannot train on builtin:digits")
-        if st.objective == "sft" and not any(d.source_kind == "pairs" for d in st.data):
-            err(f"{p}.data", "sft needs at least one prompt/response source")
-        total_r = 0.0
-        for j, rp in enumerate(st.replay):
-            total_r += rp.ratio
-            if not any(rp.source in s for s in sources_so_far):
-                err(f"{p}.replay.{j}.source", f"{rp.source!r} is not data of an earlier stage")
-        if total_r >= 1.0:
-            err(f"{p}.replay", f"replay ratios sum to {total_r:g}; must be below 1")
-        for j, name in enumerate(st.eval_sets):
-            if name not in names:
-                err(f"{p}.eval_sets.{j}", f"eval set {name!r} is not defined in eval_sets")
-        if st.task is not None and st.task not in names:
-            err(f"{p}.task", f"eval set {st.task!r} is not defined in eval_sets")
-        if st.dense_eval and st.dense_eval.interval > st.dense_eval.steps:
-            err(f"{p}.dense_eval.interval", "must not exceed dense_eval.steps")
-        sources_so_far.append(refs)
+        errs += _stage_training_errors(plan, i, lm_model)
+        errs += _stage_reference_errors(plan, i, sources_so_far)
+        sources_so_far.append({d.ref for d in st.data} | {d.source for d in st.data})
     if check_files:
-        specs: list[tuple[str, SourceSpec]] = [
-            (f"eval_sets.{i}.source", e) for i, e in enumerate(plan.eval_sets)
-        ]
-        for i, st in enumerate(plan.stages):
-            specs += [(f"stages.{i}.data.{j}.source", d) for j, d in enumerate(st.data)]
-        for path, spec in specs:
-            fp = spec.file_path
-            if fp is not None and not os.path.isfile(fp):
-                err(path, f"file not found: {fp}")
-            if spec.dataset_ref is not None:
-                err(path, f"{spec.source} {SERVER_REF_HERE} (file:/abs/path)")
+        errs += _file_errors(plan)
     return errs
 
 
@@ -528,31 +540,22 @@ def validate_plan(
     external run's files are on its client's machine. ``limits`` bounds budgets and sizes
     (the server passes its settings)."""
     if not isinstance(data, dict):
-        raise PlanError([{"path": "(root)", "message": "plan must be a JSON object"}])
+        raise PlanError([_error("(root)", "plan must be a JSON object")])
     try:
         size = len(json.dumps(data, separators=(",", ":"), allow_nan=False))
     except (RecursionError, ValueError, TypeError) as exc:
         why = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
-        raise PlanError(
-            [{"path": "(root)", "message": f"not a storable JSON plan: {why}"}]
-        ) from None
+        raise PlanError([_error("(root)", f"not a storable JSON plan: {why}")]) from None
     if size > limits.max_plan_bytes:
-        raise PlanError(
-            [
-                {
-                    "path": "(root)",
-                    "message": f"the plan is {size:,} bytes of JSON; at most "
-                    f"{limits.max_plan_bytes:,}",
-                }
-            ]
-        )
+        at_most = f"at most {limits.max_plan_bytes:,}"
+        raise PlanError([_error("(root)", f"the plan is {size:,} bytes of JSON; {at_most}")])
     try:
         plan = Plan.model_validate(data, context={"check_files": check_files})
     except ValidationError as e:
         errors = []
         for x in e.errors():
             msg = x["msg"].removeprefix("Value error, ")
-            errors.append({"path": _loc(x["loc"]) or "(root)", "message": msg})
+            errors.append(_error(_loc(x["loc"]) or "(root)", msg))
         raise PlanError(errors) from None
     errors = _limit_errors(plan, limits) + _semantic_errors(plan, check_files)
     if errors:

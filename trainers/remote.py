@@ -26,7 +26,6 @@ from __future__ import annotations
 import http.client
 import json
 import logging
-import math
 import os
 import threading
 import time
@@ -36,16 +35,20 @@ from pathlib import Path
 from typing import Any
 
 from trainers.events import Point, StageCanceled
+from trainers.sender import (
+    FIRST_BACKOFF,
+    FLUSH_POINTS,
+    FLUSH_SECONDS,
+    MAX_BACKOFF,
+    BufferedSender,
+    Refused,
+)
 from trainers.sinks import BaseSink
 
 log = logging.getLogger(__name__)
 
-FLUSH_SECONDS = 0.25
-FLUSH_POINTS = 1000
-MAX_POINTS_PER_REQUEST = 50_000  # the server's limit per metrics request
 RETRY_SECONDS = 300.0
 TIMEOUT_SECONDS = 30.0
-_MAX_BACKOFF = 5.0
 
 
 class StagewiseError(RuntimeError):
@@ -139,21 +142,42 @@ def api_request(
 def create_external_run(
     base_url: str,
     token: str,
-    plan: dict[str, Any],
+    plan: dict[str, Any] | None,
     name: str | None = None,
     team: str | None = None,
     tags: list[str] | None = None,
+    config: dict[str, Any] | None = None,
 ) -> dict:
-    """Create an external run for ``plan`` (a plan dict) and return it as the API shows it
-    (``id``, ``state``, ``stages``, ...). Not retried: a lost answer could mean two runs."""
-    body: dict[str, Any] = {"external": True, "plan": plan}
-    if name:
-        body["name"] = name
-    if team:
-        body["team"] = team
-    if tags:
-        body["tags"] = tags
+    """Create an external run and return it as the API shows it (``id``, ``state``,
+    ``stages``, ...). With ``plan`` (a plan dict) its stages are the plan's; without, it is a
+    free-form run whose stages the client declares as they happen (``declare_stage``). Not
+    retried: a lost answer could mean two runs."""
+    body: dict[str, Any] = {"external": True}
+    for field, value in (("plan", plan), ("name", name), ("team", team), ("tags", tags),
+                         ("config", config)):  # fmt: skip
+        if value:
+            body[field] = value
     return api_request(base_url, token, "POST", "/api/runs/", body)
+
+
+def declare_stage(
+    base_url: str, token: str, run_id: int, index: int, name: str, start_step: int
+) -> dict:
+    """Start stage ``index`` of a free-form run at ``start_step`` (the previous stage ends
+    there). Idempotent: declaring the same stage again answers it unchanged."""
+    body = {"index": index, "name": name, "start_step": start_step}
+    return api_request(base_url, token, "POST", f"/api/runs/{run_id}/stages/", body)
+
+
+def report_stage(
+    base_url: str, token: str, run_id: int, index: int, state: str, error: str = "",
+    traceback: str = "", *, timeout: float = TIMEOUT_SECONDS,
+) -> dict:  # fmt: skip
+    """Report stage ``index``'s new state (running, succeeded, failed, canceled); a state
+    the stage already has changes nothing."""
+    body = {"state": state, "error": error, "traceback": traceback}
+    return api_request(base_url, token, "POST", f"/api/runs/{run_id}/stages/{index}/", body,
+                       timeout=timeout)  # fmt: skip
 
 
 def get_run(base_url: str, token: str, run_id: int) -> dict:
@@ -191,17 +215,48 @@ def run_page_url(base_url: str, run_id: int) -> str:
 
 
 def _stage_chunks(points: list[Point]):
-    """(stage, points) for each run of consecutive points of one stage, at most
-    MAX_POINTS_PER_REQUEST each."""
+    """(stage, points) for each run of consecutive points of one stage."""
     start = 0
     for i in range(1, len(points) + 1):
-        if (
-            i == len(points)
-            or points[i].stage != points[start].stage
-            or i - start == MAX_POINTS_PER_REQUEST
-        ):
+        if i == len(points) or points[i].stage != points[start].stage:
             yield points[start].stage, points[start:i]
             start = i
+
+
+def with_retries(call, *, retry_for: float, what: str, on_failure=None):
+    """``call()`` until it answers, retrying connection errors, 5xx and 429 with backoff for
+    ``retry_for`` seconds; a refusal (another 4xx) is raised at once, and ServerUnreachable
+    when time is up. ``on_failure(error)`` sees each retried failure."""
+    deadline = time.monotonic() + retry_for
+    delay = FIRST_BACKOFF
+    while True:
+        try:
+            return call()
+        except (ServerUnreachable, ApiError) as e:
+            if isinstance(e, ApiError) and not e.transient:
+                raise
+            if on_failure is not None:
+                on_failure(e)
+            if time.monotonic() + delay > deadline:
+                raise ServerUnreachable(f"could not {what} for {retry_for:.0f} s: {e}") from None
+        time.sleep(delay)
+        delay = min(delay * 2, MAX_BACKOFF)
+
+
+def post_points(base_url: str, token: str, run_id: int, points: list[Point], *,
+                timeout: float = TIMEOUT_SECONDS) -> None:  # fmt: skip
+    """POST ``points`` to the run, each stage's under its index (``stage=None``: no index,
+    the server places them by step)."""
+    for stage, chunk in _stage_chunks(points):
+        body: dict[str, Any] = {
+            "points": [
+                {"key": p.key, "step": p.step, "value": p.value, "time": p.time} for p in chunk
+            ]  # fmt: skip
+        }
+        if stage is not None:
+            body["stage"] = stage
+        api_request(base_url, token, "POST", f"/api/runs/{run_id}/metrics/", body,
+                    timeout=timeout)  # fmt: skip
 
 
 class StagewiseSink(BaseSink):
@@ -225,29 +280,34 @@ class StagewiseSink(BaseSink):
         """``next_stage``: the first stage not finished yet (a resumed run's), the one a
         failure before any stage started is reported on."""
         self.base_url, self.token, self.run_id = base_url, token, run_id
-        self.flush_seconds, self.flush_points = flush_seconds, flush_points
         self.retry_for, self.timeout = retry_for, timeout
-        self.points_sent = 0
-        self.requests_failed = 0  # transient failures that were retried
-        self._buf: list[Point] = []
-        self._lock = threading.Lock()  # the buffer
-        self._flush_lock = threading.Lock()  # one sender at a time, batches in order
-        self._wake = threading.Event()
-        self._stop = threading.Event()
+        self._report_failures = 0  # transient report failures that were retried
         self._canceled = threading.Event()
-        self._fatal: StagewiseError | None = None
-        self._last_error = ""
         self._stage: int | None = None  # started and not finished
         self._next_stage = next_stage
         self._step = 0
-        self._dropped_nonfinite = 0
         self._failure_reported = False
-        self._thread = threading.Thread(target=self._loop, name="stagewise-flush", daemon=True)
-        self._thread.start()
+        self.sender = BufferedSender(
+            self._deliver,
+            name=f"Stagewise run {run_id}",
+            flush_seconds=flush_seconds,
+            flush_points=flush_points,
+            retry_for=retry_for,
+            give_up=ServerUnreachable,
+        )
 
     @property
     def canceled(self) -> bool:
         return self._canceled.is_set()
+
+    @property
+    def points_sent(self) -> int:
+        return self.sender.points_sent
+
+    @property
+    def requests_failed(self) -> int:
+        """Transient failures (metrics and reports) that were retried."""
+        return self.sender.failures + self._report_failures
 
     # -- Control
     def should_stop(self) -> bool:
@@ -261,19 +321,9 @@ class StagewiseSink(BaseSink):
 
     def points(self, points: list[Point]) -> None:
         self._raise_pending()
-        # The server refuses NaN/inf (JSON has no such numbers); the local JSONL keeps them.
-        finite = [p for p in points if math.isfinite(p.value)]
-        if len(finite) < len(points):
-            if not self._dropped_nonfinite:
-                log.warning("not sending non-finite metric values to Stagewise (NaN/inf)")
-            self._dropped_nonfinite += len(points) - len(finite)
-        with self._lock:
-            self._buf.extend(finite)
-            full = len(self._buf) >= self.flush_points
+        self.sender.put(points)  # the local JSONL keeps what the server cannot (NaN/inf)
         if points:
             self._step = max(self._step, max(p.step for p in points))
-        if full:
-            self._wake.set()
 
     def checkpoint_saved(self, info) -> None:
         self._raise_pending()  # checkpoints stay on this machine; nothing to send
@@ -289,11 +339,11 @@ class StagewiseSink(BaseSink):
     def error(self, message: str, traceback: str) -> None:
         """Send what is buffered and mark the stage failed, briefly (the engine re-raises
         the original error after this hook, so this never raises)."""
-        self._shutdown_thread()
+        self.sender.stop()
         if self._canceled.is_set() or self._failure_reported:
             return
         self._failure_reported = True
-        index = self._stage if self._stage is not None else self._next_stage
+        index = self._open_stage()
         try:
             self.flush(retry_for=10.0)
         except Exception as e:  # best effort: the report matters more
@@ -305,13 +355,12 @@ class StagewiseSink(BaseSink):
 
     def report_canceled(self) -> None:
         """The training here was stopped (e.g. Ctrl-C): mark the run canceled, briefly."""
-        self._shutdown_thread()
+        self.sender.stop()
         if self._canceled.is_set():
             return
-        index = self._stage if self._stage is not None else self._next_stage
         try:
             self.flush(retry_for=5.0)
-            self._report(index, "canceled", retry_for=5.0)
+            self._report(self._open_stage(), "canceled", retry_for=5.0)
         except StageCanceled:
             pass
         except Exception as e:
@@ -322,83 +371,48 @@ class StagewiseSink(BaseSink):
         """Send everything buffered now, retrying connection errors and 5xx with backoff for
         ``retry_for`` seconds (default: the sink's). Raises RunCanceled or StagewiseError."""
         retry_for = self.retry_for if retry_for is None else retry_for
-        deadline = time.monotonic() + retry_for
-        delay = 0.25
-        while True:
-            self._raise_pending()
-            if self._flush_once():
-                self._raise_pending()
-                return
-            if time.monotonic() + delay > deadline:
-                raise ServerUnreachable(
-                    f"could not send metrics to Stagewise for {retry_for:.0f} s: {self._last_error}"
-                )
-            time.sleep(delay)
-            delay = min(delay * 2, _MAX_BACKOFF)
+        self._raise_pending()
+        if not self.sender.flush(retry_for):
+            raise ServerUnreachable(
+                f"could not send metrics to Stagewise for {retry_for:.0f} s: "
+                f"{self.sender.last_error}"
+            )
+        self._raise_pending()
 
     def close(self) -> None:
         """Stop the background sender and send what is left (raises like ``flush``)."""
-        self._shutdown_thread()
+        self.sender.stop()
         self.flush()
 
     def abandon(self) -> None:
         """Stop the background sender without sending what is left (never raises)."""
-        self._shutdown_thread()
+        self.sender.abandon()
 
-    def _shutdown_thread(self) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._thread.is_alive() and threading.current_thread() is not self._thread:
-            self._thread.join(timeout=self.timeout + 5)
+    def _open_stage(self) -> int:
+        return self._stage if self._stage is not None else self._next_stage
 
     def _raise_pending(self) -> None:
         if self._canceled.is_set():
-            stage = self._stage if self._stage is not None else self._next_stage
-            raise RunCanceled(self.run_id, stage, self._step)
-        if self._fatal is not None:
-            raise self._fatal
+            raise RunCanceled(self.run_id, self._open_stage(), self._step)
+        self.sender.raise_error()
 
-    def _flush_once(self) -> bool:
-        """Send the buffer. False: a transient failure, and the unsent points are back in
-        the buffer. True: sent, or dropped because the run is canceled or the server
-        refused them for good (``_raise_pending`` then raises)."""
-        with self._flush_lock:
-            with self._lock:
-                batch, self._buf = self._buf, []
-            if not batch or self._canceled.is_set() or self._fatal is not None:
-                return True
-            sent = 0
-            try:
-                for stage, chunk in _stage_chunks(batch):
-                    body = {
-                        "stage": stage,
-                        "points": [
-                            {"key": p.key, "step": p.step, "value": p.value, "time": p.time}
-                            for p in chunk
-                        ],
-                    }
-                    self._post(f"/api/runs/{self.run_id}/metrics/", body)
-                    sent += len(chunk)
-                    self.points_sent += len(chunk)
-            except (ServerUnreachable, ApiError) as e:
-                if isinstance(e, ApiError) and not e.transient:
-                    self._refused(e, "metrics")
-                    return True
-                self._last_error = str(e)
-                self.requests_failed += 1
-                with self._lock:
-                    self._buf[:0] = batch[sent:]
-                return False
-            return True
+    def _deliver(self, points: list[Point]) -> None:
+        try:
+            post_points(self.base_url, self.token, self.run_id, points, timeout=self.timeout)
+        except ApiError as e:
+            if e.transient:
+                raise
+            raise Refused(self._refusal(e, "metrics")) from None
 
-    def _refused(self, e: ApiError, what: str) -> None:
+    def _refusal(self, e: ApiError, what: str) -> StagewiseError | None:
+        """What a refusal means: None once the run is canceled (``canceled`` is set)."""
         if e.status == 409 and e.detail == "run canceled":
             self._canceled.set()
-        else:
-            self._fatal = StagewiseError(f"Stagewise refused the {what}: {e}")
+            return None
+        return StagewiseError(f"Stagewise refused the {what}: {e}")
 
-    def _post(self, path: str, body: dict) -> Any:
-        return api_request(self.base_url, self.token, "POST", path, body, timeout=self.timeout)
+    def _count_failure(self, e: Exception) -> None:
+        self._report_failures += 1
 
     def _report(
         self,
@@ -412,43 +426,17 @@ class StagewiseSink(BaseSink):
         """POST the stage's new state, retrying transient failures (a repeated report is
         harmless: the server ignores a state the stage already has)."""
         body = {"state": state, "error": error, "traceback": traceback}
-        deadline = time.monotonic() + (self.retry_for if retry_for is None else retry_for)
-        delay = 0.25
-        while True:
-            try:
-                self._post(f"/api/runs/{self.run_id}/stages/{index}/", body)
-                return
-            except (ServerUnreachable, ApiError) as e:
-                if isinstance(e, ApiError) and not e.transient:
-                    self._refused(e, f"report that stage {index} is {state}")
-                    self._raise_pending()
-                self._last_error = str(e)
-                self.requests_failed += 1
-            if time.monotonic() + delay > deadline:
-                raise ServerUnreachable(
-                    f"could not report stage {index} {state} to Stagewise: {self._last_error}"
-                )
-            time.sleep(delay)
-            delay = min(delay * 2, _MAX_BACKOFF)
-
-    def _loop(self) -> None:
-        failing_since: float | None = None
-        delay = 0.25
-        while not self._stop.is_set():
-            self._wake.wait(self.flush_seconds)
-            self._wake.clear()
-            if self._stop.is_set():
-                break
-            if self._flush_once():
-                failing_since, delay = None, 0.25
-                continue
-            now = time.monotonic()
-            failing_since = failing_since or now
-            if now - failing_since > self.retry_for:
-                self._fatal = ServerUnreachable(
-                    f"could not send metrics to Stagewise for {self.retry_for:.0f} s: "
-                    f"{self._last_error}"
-                )
-                return
-            self._stop.wait(delay)  # back off instead of retrying at every new point
-            delay = min(delay * 2, _MAX_BACKOFF)
+        path = f"/api/runs/{self.run_id}/stages/{index}/"
+        try:
+            with_retries(
+                lambda: api_request(
+                    self.base_url, self.token, "POST", path, body, timeout=self.timeout
+                ),  # fmt: skip
+                retry_for=self.retry_for if retry_for is None else retry_for,
+                what=f"report stage {index} {state} to Stagewise",
+                on_failure=self._count_failure,
+            )
+        except ApiError as e:
+            refusal = self._refusal(e, f"report that stage {index} is {state}")
+            self._raise_pending()
+            raise refusal from None

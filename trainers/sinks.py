@@ -146,33 +146,32 @@ def read_jsonl(path: Path | str) -> list[dict]:
 
 
 class MultiSink(BaseSink):
+    """Every call goes to each of ``sinks``, in order."""
+
     def __init__(self, *sinks: MetricSink):
         self.sinks = sinks
 
-    def run_started(self, plan: Plan) -> None:
+    def _each(self, hook: str, *args) -> None:
         for s in self.sinks:
-            s.run_started(plan)
+            getattr(s, hook)(*args)
+
+    def run_started(self, plan: Plan) -> None:
+        self._each("run_started", plan)
 
     def stage_started(self, stage_index: int, start_step: int) -> None:
-        for s in self.sinks:
-            s.stage_started(stage_index, start_step)
+        self._each("stage_started", stage_index, start_step)
 
     def points(self, points: list[Point]) -> None:
-        for s in self.sinks:
-            s.points(points)
+        self._each("points", points)
 
     def checkpoint_saved(self, info: CheckpointInfo) -> None:
-        for s in self.sinks:
-            s.checkpoint_saved(info)
+        self._each("checkpoint_saved", info)
 
     def stage_finished(self, stage_index: int, end_step: int) -> None:
-        for s in self.sinks:
-            s.stage_finished(stage_index, end_step)
+        self._each("stage_finished", stage_index, end_step)
 
     def run_finished(self) -> None:
-        for s in self.sinks:
-            s.run_finished()
+        self._each("run_finished")
 
     def error(self, message: str, traceback: str) -> None:
-        for s in self.sinks:
-            s.error(message, traceback)
+        self._each("error", message, traceback)

@@ -24,12 +24,12 @@ def visible_run(request, run_id: int) -> Run:
 
 
 def writable_run(request, run_id: int) -> Run:
-    """A run the user may write to, with only id, team, external and state loaded, in two
+    """A run the user may write to, with only id, team, external, free_form and state loaded, in two
     small queries (the metrics hot path needs no more): 404 when not visible, 403 when
     read-only."""
     run = (
         Run.objects.filter(pk=run_id, team_id__in=team_ids_for(request.user))
-        .only("id", "team_id", "external", "state")
+        .only("id", "team_id", "external", "free_form", "state")
         .first()
     )
     if run is None:

@@ -1,5 +1,7 @@
 """Shapes only: input validation and output fields. No side effects (services do those)."""
 
+import json
+
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
@@ -10,17 +12,24 @@ from runs.models.datasets import DatasetFormat
 from runs.models.metrics import MAX_KEY_LENGTH
 from runs.selectors.dashboard import external_report_status
 from runs.selectors.runs import run_analysis_summary
+from runs.selectors.series import MAX_RAW_AFTER
 from runs.services import runs_edit
 from runs.services.datasets import PREVIEW_RECORDS
 
 MAX_POINTS_PER_REQUEST = 50_000
 MAX_PREVIEW_RECORDS = 100
+MAX_CONFIG_BYTES = 1_000_000
 MAX_STEP = 2**53 - 1  # trainers.plan.MAX_STEP: steps stay exact in float64
 
 
 @extend_schema_field(PLAN_REF)
 class PlanField(serializers.JSONField):
     """A trainers plan (trainers/plan.py): the OpenAPI component ``Plan`` is its JSON schema."""
+
+
+@extend_schema_field({"oneOf": [PLAN_REF, {"type": "null"}]})
+class NullablePlanField(serializers.JSONField):
+    """A run's plan: null for a free-form run (stages declared as they happen)."""
 
 
 @extend_schema_field(PLAN_STAGE_REF)
@@ -109,8 +118,8 @@ class RunOut(serializers.ModelSerializer):
         model = Run
         fields = ["id", "name", "team", "pipeline", "pipeline_name", "queue", "priority", "state",
                   "tags", "seed", "parent", "fork_checkpoint", "created_at", "queued_at",
-                  "started_at", "finished_at", "error", "external", "last_report_at",
-                  "stale", "stages", "analysis"]  # fmt: skip
+                  "started_at", "finished_at", "error", "external", "free_form",
+                  "last_report_at", "stale", "stages", "analysis"]  # fmt: skip
 
     @extend_schema_field(AnalysisSummaryOut(allow_null=True))
     def get_analysis(self, run: Run) -> dict | None:
@@ -121,11 +130,23 @@ class RunOut(serializers.ModelSerializer):
 
 
 class RunDetailOut(RunOut):
-    plan = PlanField(read_only=True, help_text="the validated plan snapshot this run executes")
+    plan = NullablePlanField(
+        read_only=True,
+        help_text="the validated plan snapshot this run executes (null: a free-form run)",
+    )
     overrides = serializers.DictField(read_only=True)
+    config = serializers.DictField(
+        read_only=True, help_text="the client's configuration as logged (external runs)"
+    )
+
+    def to_representation(self, run):
+        data = super().to_representation(run)
+        if run.free_form:
+            data["plan"] = None  # stages declared as they happen: no plan
+        return data
 
     class Meta(RunOut.Meta):
-        fields = [*RunOut.Meta.fields, "notes", "plan", "overrides"]
+        fields = [*RunOut.Meta.fields, "notes", "plan", "overrides", "config"]
 
 
 class RunUpdateIn(serializers.Serializer):
@@ -156,17 +177,36 @@ class RunSubmitIn(serializers.Serializer):
     external = f.StrictBooleanField(
         default=False,
         help_text="trained outside Stagewise: the client reports stages and metrics (never "
-        "dispatched; file sources are not checked here)",
+        "dispatched; file sources are not checked here). External without plan or pipeline: "
+        "a free-form run, its stages declared as they happen (POST .../stages/)",
+    )
+    config = serializers.DictField(
+        required=False, help_text="external runs: the client's configuration (hyperparameters)"
     )
 
     def validate(self, attrs):
         if "queue" not in attrs and not attrs["external"]:
             raise serializers.ValidationError({"queue": "This field is required."})
-        if ("pipeline" in attrs) == ("plan" in attrs):
+        free_form = attrs["external"] and "pipeline" not in attrs and "plan" not in attrs
+        if ("pipeline" in attrs) == ("plan" in attrs) and not free_form:
             raise serializers.ValidationError({"pipeline": "give exactly one of pipeline or plan"})
+        if "config" in attrs and not attrs["external"]:
+            raise serializers.ValidationError({"config": "only external runs take a config"})
+        if "config" in attrs and len(json.dumps(attrs["config"])) > MAX_CONFIG_BYTES:
+            raise serializers.ValidationError(
+                {"config": f"at most {MAX_CONFIG_BYTES:,} bytes of JSON"}
+            )
         if "plan" in attrs and not isinstance(attrs["plan"], dict):
             raise serializers.ValidationError({"plan": "must be a JSON object"})
         return attrs
+
+
+class StageDeclareIn(serializers.Serializer):
+    index = f.StrictIntegerField(min_value=0, max_value=10_000, help_text="the next stage's index")
+    name = f.StrictCharField(max_length=100, validators=[f.NOT_BLANK])
+    start_step = f.StrictIntegerField(
+        min_value=0, max_value=MAX_STEP - 2, help_text="the boundary: the previous stage ends here"
+    )
 
 
 class StageReportIn(serializers.Serializer):
@@ -200,7 +240,12 @@ class SeriesQuery(serializers.Serializer):
     keys = serializers.CharField(help_text="comma-separated series keys")
     min_step = serializers.IntegerField(required=False, min_value=0)
     max_step = serializers.IntegerField(required=False, min_value=0)
-    max_points = serializers.IntegerField(default=1000, min_value=2, max_value=100_000)
+    max_points = serializers.IntegerField(
+        default=1000,
+        min_value=2,
+        max_value=100_000,
+        help_text="points per key; with after_step the default and the most are 50,000",
+    )
     after_step = serializers.IntegerField(required=False, min_value=-1)
     lineage = serializers.BooleanField(
         default=False,
@@ -215,6 +260,9 @@ class SeriesQuery(serializers.Serializer):
         attrs["keys"] = [k for k in attrs["keys"].split(",") if k]
         if not attrs["keys"]:
             raise serializers.ValidationError({"keys": "name at least one series key"})
+        if "after_step" in attrs:  # live catch-up: every missed point unless max_points is given
+            asked = attrs["max_points"] if "max_points" in self.initial_data else MAX_RAW_AFTER
+            attrs["max_points"] = min(asked, MAX_RAW_AFTER)
         return attrs
 
 
@@ -462,4 +510,112 @@ class WorkerOut(serializers.Serializer):
     )
     all_queues = serializers.BooleanField(
         help_text="an all-queues worker: it also takes every queue created after it started"
+    )
+
+
+# ------------------------------------------------------------------ many runs at once (compare)
+
+import re  # noqa: E402
+
+from runs.selectors.series import MAX_BULK_KEYS, MAX_BULK_POINTS, MAX_BULK_RUNS  # noqa: E402
+
+MAX_BULK_LINE_POINTS = 10_000
+_RUN_ID = "[0-9]{1,18}"
+_KEY = f"[^,]{{1,{MAX_KEY_LENGTH}}}"
+RUN_IDS_PATTERN = f"^{_RUN_ID}(,{_RUN_ID}){{0,{MAX_BULK_RUNS - 1}}}$"
+KEYS_PATTERN = f"^{_KEY}(,{_KEY}){{0,{MAX_BULK_KEYS - 1}}}$"
+
+
+def _listed(text: str, item: str, most: int, what: str) -> list[str]:
+    """Comma-separated items, each matching ``item``, at most ``most``; any other text is a
+    ValidationError saying what was wrong (the field's name comes with it)."""
+    parts = text.split(",")
+    bad = next((p for p in parts if not re.fullmatch(item, p)), None)
+    if bad is not None:
+        raise serializers.ValidationError(f"{bad[:50]!r} is not {what}")
+    if len(parts) > most:
+        raise serializers.ValidationError(f"at most {most} per request (got {len(parts)})")
+    return list(dict.fromkeys(parts))
+
+
+class CommaListField(serializers.CharField):
+    """A query value of comma-separated items (``item`` a regex), at most ``most``, each
+    once, kept as sent (no trimming: the schema's pattern is what is checked)."""
+
+    item, most, what = ".+", 1, "an item"
+    convert = staticmethod(str)
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("trim_whitespace", False)
+        super().__init__(**kwargs)
+
+    def to_internal_value(self, data) -> list:
+        text = super().to_internal_value(data)
+        return [self.convert(p) for p in _listed(text, self.item, self.most, self.what)]
+
+
+@extend_schema_field({"type": "string", "pattern": RUN_IDS_PATTERN})
+class RunIdsField(CommaListField):
+    item, most, what = _RUN_ID, MAX_BULK_RUNS, "a run id (digits)"
+    convert = staticmethod(int)
+
+
+@extend_schema_field({"type": "string", "pattern": KEYS_PATTERN})
+class SeriesKeysField(CommaListField):
+    item, most = _KEY, MAX_BULK_KEYS
+    what = f"a series key (1 to {MAX_KEY_LENGTH} characters)"
+
+
+class SeriesBulkQuery(serializers.Serializer):
+    runs = RunIdsField(
+        help_text=f"comma-separated run ids, 1 to {MAX_BULK_RUNS}; runs you cannot see are "
+        "left out of the answer and listed in `missing`"
+    )
+    keys = SeriesKeysField(help_text=f"comma-separated series keys, 1 to {MAX_BULK_KEYS}")
+    max_points = serializers.IntegerField(
+        default=1000,
+        min_value=2,
+        max_value=MAX_BULK_LINE_POINTS,
+        help_text=f"points per run and key; all lines of one answer share a budget of "
+        f"{MAX_BULK_POINTS:,} points (the answer's max_points says what each line got)",
+    )
+    lineage = serializers.BooleanField(
+        default=False,
+        help_text="each fork's whole history, as GET /api/runs/{id}/series/?lineage=true",
+    )
+
+
+class SeriesBulkOut(serializers.Serializer):
+    runs = SeriesOut(
+        many=True,
+        help_text="per visible run, in the asked order: the answer GET /api/runs/{id}/series/ "
+        "gives for the same keys, max_points and lineage",
+    )
+    missing = serializers.ListField(
+        child=serializers.IntegerField(),
+        help_text="asked runs that do not exist or that you may not see (the same answer)",
+    )
+    max_points = serializers.IntegerField(help_text="points per line after the budget")
+
+
+class CompareRunsQuery(serializers.Serializer):
+    runs = RunIdsField(help_text=f"comma-separated run ids, 1 to {MAX_BULK_RUNS}")
+
+
+class CompareRunOut(RunDetailOut):
+    keys = serializers.ListField(
+        child=serializers.CharField(),
+        read_only=True,
+        help_text="its series keys, its visible ancestors' included (a fork's lineage)",
+    )
+
+    class Meta(RunDetailOut.Meta):
+        fields = [*RunDetailOut.Meta.fields, "keys"]
+
+
+class CompareRunsOut(serializers.Serializer):
+    runs = CompareRunOut(many=True, help_text="the visible runs, in the asked order")
+    missing = serializers.ListField(
+        child=serializers.IntegerField(),
+        help_text="asked runs that do not exist or that you may not see (the same answer)",
     )

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from runs.api import views, views_analysis
+from runs.api import views, views_analysis, views_external
 
 urlpatterns = [
     path("runs/", views.RunListCreate.as_view(), name="api-runs"),
@@ -12,6 +12,11 @@ urlpatterns = [
         "runs/<int:run_id>/stages/<int:index>/",
         views.RunStageReport.as_view(),
         name="api-run-stage-report",
+    ),
+    path(
+        "runs/<int:run_id>/stages/",
+        views_external.RunStageDeclare.as_view(),
+        name="api-run-stage-declare",
     ),
     path("runs/<int:run_id>/metrics/", views.RunMetrics.as_view(), name="api-run-metrics"),
     path("runs/<int:run_id>/series/", views.RunSeries.as_view(), name="api-run-series"),
@@ -69,4 +74,20 @@ urlpatterns += [
     path("ui/runs/<int:run_id>/", views_ui.UiRunSummary.as_view(), name="api-ui-run"),
     path("ui/runs/<int:run_id>/analysis/", views_ui.UiRunAnalysis.as_view(), name="api-ui-gaps"),
     path("ui/plan-preview/", views_ui.UiPlanPreview.as_view(), name="api-ui-plan-preview"),
+]
+
+# The run page's events, forks, failure, x-axis maps and rendered notes (read-only).
+from runs.api import views_run_events  # noqa: E402
+
+urlpatterns += [
+    path("runs/<int:run_id>/events/", views_run_events.RunEvents.as_view(), name="api-run-events"),
+    path("runs/<int:run_id>/notes/", views_run_events.RunNotes.as_view(), name="api-run-notes"),
+]
+
+# Many runs in one request (the compare page, the runs list): runs/api/views_bulk.py.
+from runs.api import views_bulk  # noqa: E402
+
+urlpatterns += [
+    path("series/", views_bulk.SeriesBulk.as_view(), name="api-series-bulk"),
+    path("ui/compare/", views_bulk.UiCompareRuns.as_view(), name="api-ui-compare"),
 ]

@@ -16,19 +16,19 @@ from rest_framework.views import APIView
 from runs.api import serializers as s
 from runs.api.permissions import require_write, team_for_write, visible_run, writable_run
 from runs.api.streaming import stream_async
+from runs.api.views_external import free_form_created
 from runs.models import Checkpoint, Pipeline, Queue, RunState
 from runs.selectors.export import export_csv
 from runs.selectors.pipelines import pipeline_list
-from runs.selectors.runs import NAME_MAX, QUEUE_MAX, TAG_MAX, run_list
-from runs.selectors.series import (
-    MAX_RAW_AFTER,
-    lineage_sources,
-    series_after,
-    series_after_lineage,
-    series_keys,
-    series_window,
-    series_window_lineage,
+from runs.selectors.runs import (
+    NAME_MAX,
+    QUEUE_MAX,
+    RUN_ORDERING_DEFAULT,
+    RUN_ORDERINGS,
+    TAG_MAX,
+    run_list,
 )
+from runs.selectors.series import series_keys, series_read
 from runs.services import runs as run_services
 from runs.services import runs_edit
 from runs.services.errors import QueueAccessDenied
@@ -38,8 +38,6 @@ from runs.services.pipelines import pipeline_delete, pipeline_update
 from runs.services.plans import pipeline_upsert_from_plan
 from runs.services.points import points_from_client
 
-RUN_ORDERINGS = ["created_at", "-created_at", "name", "-name", "state", "-state", "priority",
-                 "-priority"]  # fmt: skip
 _STATES = "|".join(RunState.values)
 # Bounds as runs/selectors/runs.py checks them (a longer value could not match: a 400).
 RUN_LIST_PARAMETERS = [
@@ -70,7 +68,9 @@ RUN_LIST_PARAMETERS = [
         description="in the run's name, its pipeline's name and its tags",
     ),
     OpenApiParameter(
-        "ordering", {"type": "string", "enum": RUN_ORDERINGS}, description="default: -created_at"
+        "ordering",
+        {"type": "string", "enum": list(RUN_ORDERINGS)},
+        description=f"default: {RUN_ORDERING_DEFAULT}",
     ),
 ]
 
@@ -79,14 +79,8 @@ class RunListCreate(ListAPIView):
     serializer_class = s.RunOut
 
     def get_queryset(self):
-        keys = ("state", "pipeline", "queue", "tag", "search")
-        qs = run_list(user=self.request.user, filters={k: self.request.GET.get(k) for k in keys})
-        order = self.request.GET.get("ordering") or "-created_at"
-        if order not in RUN_ORDERINGS:
-            raise ValidationError(
-                {"ordering": f"must be one of {', '.join(sorted(RUN_ORDERINGS))}"}
-            )
-        return qs.order_by(order, "-pk")
+        # the filters and the ordering, checked: a bad one is a 400 naming it
+        return run_list(user=self.request.user, filters=self.request.GET)
 
     @extend_schema(parameters=RUN_LIST_PARAMETERS)
     def get(self, request, *args, **kwargs):
@@ -100,6 +94,8 @@ class RunListCreate(ListAPIView):
         team = team_for_write(request, v.get("team"))
         if v.get("pipeline") and v["pipeline"].team_id != team.pk:  # one of the user's others
             raise ValidationError({"pipeline": [f"not a pipeline of team {team.slug!r}"]})
+        if v["external"] and "plan" not in v and "pipeline" not in v:
+            return free_form_created(request, team, v)
         try:
             run = run_services.run_submit(
                 team=team,
@@ -275,30 +271,7 @@ class RunSeries(APIView):
         run = visible_run(request, run_id)
         q = s.SeriesQuery(data=request.GET)
         q.is_valid(raise_exception=True)
-        v = q.validated_data
-        sources = lineage_sources(run=run, user=request.user) if v["lineage"] else None
-        if "after_step" in v:
-            limit = min(
-                v["max_points"] if "max_points" in request.GET else MAX_RAW_AFTER, MAX_RAW_AFTER
-            )
-            if sources is not None:
-                series = series_after_lineage(
-                    sources=sources, keys=v["keys"], after_step=v["after_step"], limit=limit
-                )
-            else:
-                series = series_after(
-                    run_id=run.pk, keys=v["keys"], after_step=v["after_step"], limit=limit
-                )
-        else:
-            window = {"min_step": v.get("min_step"), "max_step": v.get("max_step")}
-            if sources is not None:
-                series = series_window_lineage(
-                    sources=sources, keys=v["keys"], max_points=v["max_points"], **window
-                )
-            else:
-                series = series_window(
-                    run_id=run.pk, keys=v["keys"], max_points=v["max_points"], **window
-                )
+        series = series_read(run=run, user=request.user, **q.validated_data)
         return Response({"run": run.pk, "series": series})
 
 

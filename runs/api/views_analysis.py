@@ -10,7 +10,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from runs.api.permissions import visible_run
-from runs.services.analysis import analysis_get
+from runs.selectors.analysis import analysis_get
 from runs.services.lr_law import WHOLE_RUN, LawError, lr_law_fit, lr_law_what_if
 from runs.services.plans import plan_validate
 

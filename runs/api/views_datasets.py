@@ -9,8 +9,9 @@ it (409 naming the runs)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.db.models import Prefetch
 from django.http import FileResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
@@ -26,7 +27,7 @@ from runs.api.permissions import require_write, team_for_write
 from runs.api.streaming import stream_async
 from runs.input_checks import text_value
 from runs.models import Dataset, DatasetVersion
-from runs.selectors.teams import team_ids_for
+from runs.selectors.datasets import dataset_list
 from runs.services.datasets import (
     NAME_MAX,
     DatasetUploadError,
@@ -51,21 +52,8 @@ UNREADABLE = OpenApiResponse(s.ErrorOut, description="the version's file cannot 
 TOO_LARGE = OpenApiResponse(s.ErrorOut, description="the file is over STAGEWISE_MAX_UPLOAD_BYTES")
 
 
-def _versions_prefetch() -> Prefetch:
-    qs = DatasetVersion.objects.select_related("created_by", "dataset").order_by("-version")
-    return Prefetch("versions", queryset=qs)
-
-
-def visible_datasets(user):
-    return (
-        Dataset.objects.filter(team_id__in=team_ids_for(user))
-        .select_related("team")
-        .prefetch_related(_versions_prefetch())
-    )
-
-
 def _dataset(request, dataset_id: int) -> Dataset:
-    dataset = visible_datasets(request.user).filter(pk=dataset_id).first()
+    dataset = dataset_list(user=request.user).filter(pk=dataset_id).first()
     if dataset is None:
         raise NotFound(f"dataset {dataset_id} not found")
     return dataset
@@ -86,8 +74,45 @@ def _unreadable(exc: BaseException) -> Response:
     )
 
 
-def _in_use(exc: DatasetInUse) -> Response:
-    return Response({"detail": str(exc), "runs": exc.runs}, status=status.HTTP_409_CONFLICT)
+def _delete(request, team_id: int, delete: Callable[[], None]) -> Response:
+    """A member's DELETE: 204, or 409 naming the runs that use it (nothing deleted)."""
+    require_write(request, team_id)
+    try:
+        delete()
+    except DatasetInUse as exc:
+        return Response({"detail": str(exc), "runs": exc.runs}, status=status.HTTP_409_CONFLICT)
+    return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+def _stored(request, version: DatasetVersion, created: bool) -> Response:
+    """201 with the dataset and the new version, or 200 with the version of the same bytes."""
+    dataset = dataset_list(user=request.user).get(pk=version.dataset_id)
+    body = {
+        "dataset": s.DatasetOut(dataset).data,
+        "version": s.DatasetVersionOut(version).data,
+        "created": created,
+    }
+    return Response(body, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
+
+
+def upload_fields(data: Mapping) -> dict[str, str]:
+    """The record fields an upload names (form values), with their defaults: what
+    ``dataset_version_create`` checks every record for."""
+    return {
+        "text_field": data.get("text_field") or "text",
+        "prompt_field": data.get("prompt_field") or "",
+        "response_field": data.get("response_field") or "",
+    }
+
+
+def _too_large(upload) -> Response | None:
+    limit = max_upload_bytes()
+    if upload.size <= limit:
+        return None
+    return Response(
+        {"detail": f"the file is larger than {limit / 1024 / 1024:g} MB, the upload limit"},
+        status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+    )
 
 
 LIST_PARAMETERS = [
@@ -107,14 +132,14 @@ class DatasetListCreate(ListAPIView):
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):
             return Dataset.objects.none()
-        qs = visible_datasets(self.request.user)
+        qs = dataset_list(user=self.request.user)
         team = self.request.GET.get("team")
         if team:
             qs = qs.filter(team__slug=text_value(team, "team", max_length=SLUG_MAX))
         name = self.request.GET.get("name")
         if name:
             qs = qs.filter(name=text_value(name, "name", max_length=NAME_MAX))
-        return qs.order_by("name", "pk")
+        return qs
 
     @extend_schema(parameters=LIST_PARAMETERS)
     def get(self, request, *args, **kwargs):
@@ -135,12 +160,8 @@ class DatasetListCreate(ListAPIView):
         data.is_valid(raise_exception=True)
         v = data.validated_data
         upload = v["file"]
-        limit = max_upload_bytes()
-        if upload.size > limit:
-            return Response(
-                {"detail": f"the file is larger than {limit / 1024 / 1024:g} MB, the upload limit"},
-                status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
-            )
+        if (refused := _too_large(upload)) is not None:
+            return refused
         team = team_for_write(request, v.get("team"))
         try:
             version, created = dataset_version_create(
@@ -149,19 +170,11 @@ class DatasetListCreate(ListAPIView):
                 upload=upload,
                 filename=upload_filename(upload.name, v.get("format")),
                 user=request.user,
-                text_field=v.get("text_field") or "text",
-                prompt_field=v.get("prompt_field") or "",
-                response_field=v.get("response_field") or "",
+                **upload_fields(v),
             )
         except DatasetUploadError as exc:
             raise DjangoValidationError({exc.field: [str(exc)]}) from None
-        dataset = visible_datasets(request.user).get(pk=version.dataset_id)
-        body = {
-            "dataset": s.DatasetOut(dataset).data,
-            "version": s.DatasetVersionOut(version).data,
-            "created": created,
-        }
-        return Response(body, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
+        return _stored(request, version, created)
 
 
 class DatasetDetail(APIView):
@@ -174,12 +187,7 @@ class DatasetDetail(APIView):
     @extend_schema(request=None, responses={204: None, 409: CONFLICT})
     def delete(self, request, dataset_id: int):
         dataset = _dataset(request, dataset_id)
-        require_write(request, dataset.team_id)
-        try:
-            dataset_delete(dataset=dataset)
-        except DatasetInUse as exc:
-            return _in_use(exc)
-        return Response(status=status.HTTP_204_NO_CONTENT)
+        return _delete(request, dataset.team_id, lambda: dataset_delete(dataset=dataset))
 
 
 class DatasetVersionDetail(APIView):
@@ -192,12 +200,7 @@ class DatasetVersionDetail(APIView):
     @extend_schema(request=None, responses={204: None, 409: CONFLICT})
     def delete(self, request, dataset_id: int, version: int):
         v = _version(request, dataset_id, version)
-        require_write(request, v.dataset.team_id)
-        try:
-            dataset_version_delete(version=v)
-        except DatasetInUse as exc:
-            return _in_use(exc)
-        return Response(status=status.HTTP_204_NO_CONTENT)
+        return _delete(request, v.dataset.team_id, lambda: dataset_version_delete(version=v))
 
 
 class DatasetVersionPreview(APIView):

@@ -1,9 +1,14 @@
 """Small JSON endpoints shaped for the dashboard pages (frontend/). Read-only except the plan
-preview, which validates a posted plan and returns its LR curve without storing anything."""
+preview, which validates a posted plan and returns its LR curve without storing anything, and
+the datasets page's upload (a session-only form POST, a plain Django view)."""
 
 from __future__ import annotations
 
 import numpy as np
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import ValidationError
+from django.http import JsonResponse
+from django.views.decorators.http import require_POST
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
 from rest_framework.response import Response
@@ -11,10 +16,12 @@ from rest_framework.views import APIView
 
 from runs.api import serializers as s
 from runs.api.permissions import visible_run
-from runs.input_checks import int_value, invalid
-from runs.selectors.dashboard import RUN_ORDERINGS, run_analysis, run_row, run_rows
-from runs.selectors.runs import RUN_FILTER_KEYS
-from runs.selectors.teams import visible_team
+from runs.api.views_datasets import upload_fields
+from runs.input_checks import int_value
+from runs.selectors.analysis import run_analysis
+from runs.selectors.dashboard import run_row, run_rows
+from runs.selectors.teams import team_ids_for, teams_for, visible_team
+from runs.services.datasets import DatasetUploadError, dataset_version_create, max_upload_bytes
 from runs.services.plans import plan_validate
 from trainers.schedules import lr_at
 
@@ -31,13 +38,9 @@ class UiRunRows(APIView):
         # A bad value is a 400 naming it ({"errors": {field: [reason]}}), never a guess.
         page = int_value(g.get("page") or 1, "page", min_value=1, max_value=MAX_PAGE)
         size = int_value(g.get("page_size") or 25, "page_size", min_value=1, max_value=200)
-        ordering = g.get("ordering") or "-created_at"
-        if ordering not in RUN_ORDERINGS:
-            raise invalid("ordering", f"must be one of {', '.join(RUN_ORDERINGS)}")
         data = run_rows(
             user=request.user,
-            filters={k: g.get(k) for k in RUN_FILTER_KEYS},  # checked by run_list
-            ordering=ordering,
+            filters=g,  # the filters and the ordering, checked by run_list as for /api/runs/
             page=page,
             page_size=size,
         )
@@ -101,3 +104,55 @@ class UiPlanPreview(APIView):
                 ],
             }
         )
+
+
+# ------------------------------------------------------------------ the datasets page's upload
+# A page's form POST (session and CSRF token, the login redirect), not the API: API clients
+# upload to /api/datasets/. Answers are JSON for the page's progress bar: {"detail", "field"}
+# on a refusal, the version on success.
+
+
+def _upload_refused(upload) -> JsonResponse | None:
+    if upload is None:
+        return JsonResponse({"detail": "choose a file to upload", "field": "file"}, status=400)
+    if upload.size > max_upload_bytes():
+        mb = max_upload_bytes() // (1024 * 1024)
+        return JsonResponse({"detail": f"file is larger than {mb} MB", "field": "file"}, status=413)
+    return None
+
+
+def _upload_stored(version, created: bool) -> JsonResponse:
+    body = {
+        "dataset": version.dataset.name,
+        "version": version.version,
+        "id": version.pk,
+        "created": created,
+        "sha256": version.content_hash,
+        "records": version.records,
+        "url": f"/datasets/versions/{version.pk}/",
+    }
+    return JsonResponse(body, status=201 if created else 200)
+
+
+@login_required
+@require_POST
+def dataset_upload(request):
+    """The file as the next version of the dataset of that name (default: the file's name) in
+    the first team the user may write to."""
+    upload = request.FILES.get("file")
+    if (refused := _upload_refused(upload)) is not None:
+        return refused
+    team = teams_for(request.user).filter(pk__in=team_ids_for(request.user, write=True)).first()
+    if team is None:
+        return JsonResponse({"detail": "your role is read-only (viewer)"}, status=403)
+    name = (request.POST.get("name") or "").strip() or upload.name
+    try:
+        # The fields training will read are checked now, not when a stage starts.
+        version, created = dataset_version_create(
+            team=team, name=name, upload=upload, filename=upload.name, user=request.user,
+            **upload_fields(request.POST),
+        )  # fmt: skip
+    except (DatasetUploadError, ValidationError) as exc:
+        msg = exc.messages[0] if isinstance(exc, ValidationError) else str(exc)
+        return JsonResponse({"detail": msg, "field": getattr(exc, "field", "file")}, status=400)
+    return _upload_stored(version, created)

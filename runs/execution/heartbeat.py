@@ -7,8 +7,8 @@ import threading
 from django.conf import settings
 from django.db import close_old_connections
 
+from runs.selectors.run_state import run_is_canceled
 from runs.services.leases import lease_renew
-from runs.services.stages import run_is_canceled
 
 
 class Heartbeat:

@@ -9,9 +9,9 @@ import traceback
 
 from runs.execution.heartbeat import Heartbeat
 from runs.execution.sink import DjangoSink
+from runs.selectors.run_files import run_dir
 from runs.services.data_access import plan_for_engine
 from runs.services.leases import lease_acquire
-from runs.services.runs import run_dir
 from runs.services.stages import (
     checkpoints_drop_unindexed,
     stage_canceled,

@@ -1,18 +1,16 @@
-"""The worker-side MetricSink: buffers the engine's points and ingests them in batches.
+"""The worker-side MetricSink: the engine's points, stored in batches under the worker's lease.
 
-Flushes every 250 ms or at 1,000 points, whichever comes first, from a background thread.
-A flush that fails (Postgres or Redis briefly away) keeps the buffer and is retried, so a
-short outage delays points but loses none; stage end waits until everything is stored.
-A point that can never be stored (a non-finite value, a refused key) is dropped with a log
-line instead of blocking the buffer.
+Buffering, batching (every 250 ms or 1,000 points), retries and the non-finite filter are
+``trainers.sender.BufferedSender``'s; this module only says how a batch is stored
+(``points_from_worker``) and what a checkpoint waits for. A batch that fails (Postgres or
+Redis briefly away) is retried, so a short outage delays points but loses none; stage end
+waits until everything is stored. A point that can never be stored (a refused key) is
+dropped with a log line instead of blocking the buffer.
 """
 
 from __future__ import annotations
 
 import logging
-import math
-import threading
-import time
 
 from django.db import close_old_connections
 
@@ -21,45 +19,29 @@ from runs.services.ingest import IngestError, IngestPoint
 from runs.services.points import LeaseLost, points_from_worker
 from runs.services.stages import checkpoint_record
 from trainers.events import CheckpointInfo, Point
+from trainers.sender import FLUSH_SECONDS, BufferedSender
 from trainers.sinks import BaseSink
 
 log = logging.getLogger(__name__)
 
-FLUSH_SECONDS = 0.25
-FLUSH_POINTS = 1000
+STORE_TIMEOUT = 120.0  # how long a checkpoint or stage end waits for its points
 
 
 class DjangoSink(BaseSink):
     def __init__(
         self, stage_run: StageRun, *, worker_id: str, flush_seconds: float = FLUSH_SECONDS
     ):
-        self.stage_run = stage_run
-        self.worker_id = worker_id
-        self.flush_seconds = flush_seconds
-        self._buf: list[Point] = []
-        self._lock = threading.Lock()
-        self._flush_lock = threading.Lock()
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="metrics-flush", daemon=True)
-        self._thread.start()
+        self.stage_run, self.worker_id = stage_run, worker_id
+        self.sender = BufferedSender(
+            self._store,
+            name=f"stage run {stage_run.pk}",
+            flush_seconds=flush_seconds,
+            thread_exit=close_old_connections,
+        )
 
     # -- MetricSink
     def points(self, points: list[Point]) -> None:
-        # The engine stops on a non-finite training loss; anything else non-finite (an
-        # overflowing eval perplexity) cannot be stored and would block the buffer.
-        finite = [p for p in points if math.isfinite(p.value)]
-        if len(finite) < len(points):
-            log.warning(
-                "stage run %s: dropped %d non-finite metric values",
-                self.stage_run.pk,
-                len(points) - len(finite),
-            )
-        with self._lock:
-            self._buf.extend(finite)
-            full = len(self._buf) >= FLUSH_POINTS
-        if full:
-            self._wake.set()
+        self.sender.put(points)
 
     def checkpoint_saved(self, info: CheckpointInfo) -> None:
         # Index the checkpoint only once every point up to it is stored: a worker resuming
@@ -73,35 +55,19 @@ class DjangoSink(BaseSink):
     def stage_finished(self, stage_index: int, end_step: int) -> None:
         self.flush(wait=True)
 
-    # -- buffering
-    def flush(self, *, wait: bool = False, timeout: float = 120.0) -> bool:
-        """Ingest what is buffered. With wait=True, retry until stored or timeout."""
-        deadline = time.monotonic() + timeout
-        while True:
-            if self._flush_once():
-                return True
-            if not wait or time.monotonic() > deadline:
-                return False
-            time.sleep(0.5)
+    def flush(self, *, wait: bool = False, timeout: float = STORE_TIMEOUT) -> bool:
+        """Store what is buffered. With wait=True, retry until stored or timeout."""
+        return self.sender.flush(timeout if wait else 0)
 
-    def _flush_once(self) -> bool:
-        with self._flush_lock:
-            with self._lock:
-                batch, self._buf = self._buf, []
-            try:
-                self._ingest(batch)
-                return True
-            except Exception:
-                log.warning("metric flush failed; will retry", exc_info=True)
-                close_old_connections()
-                with self._lock:
-                    self._buf[:0] = batch
-                return False
+    def close(self) -> bool:
+        """Stop the flusher and store what is left; False if that failed."""
+        return self.sender.close(STORE_TIMEOUT)
 
-    def _ingest(self, batch: list[Point]) -> None:
+    def _store(self, batch: list[Point]) -> None:
         """Store the batch. A point refused for what it is (not for an outage: retrying
         cannot help) is dropped with an error in the log, and the rest is sent again. Once
         another worker holds the lease, nothing of ours is stored (the heartbeat stops us)."""
+        batch = list(batch)
         while batch:
             try:
                 points_from_worker(
@@ -115,18 +81,7 @@ class DjangoSink(BaseSink):
                 continue
             except LeaseLost as exc:
                 log.warning("dropped %d points: %s", len(batch), exc)
+            except Exception:
+                close_old_connections()  # a broken connection is replaced on the retry
+                raise
             return
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            self._wake.wait(self.flush_seconds)
-            self._wake.clear()
-            self._flush_once()
-        close_old_connections()
-
-    def close(self) -> bool:
-        """Stop the flusher and store what is left; False if that failed."""
-        self._stop.set()
-        self._wake.set()
-        self._thread.join(timeout=5)
-        return self.flush(wait=True)

@@ -4,8 +4,12 @@ from django.db import models
 class RunAnalysis(models.Model):
     """Continual-learning analysis of a run, updated incrementally as eval points arrive.
 
-    ``state`` is a ``trainers.analysis.ContinualState`` (O(stages × eval sets) numbers, never
-    the points themselves); ``result`` is its latest snapshot in the API's shape.
+    ``state`` is ``{"eval": trainers.analysis.EvalState, "inherited_points": n}``: one
+    ContinualState per analysed eval metric over every eval set of the run's line, fork
+    ancestry folded in, on the stage bounds of its StageRun rows (O(stages × eval sets)
+    numbers, never the points themselves; ``runs.selectors.analysis`` reads both reports from
+    it). ``result`` is the continual-learning report in the API's shape, for the plan's
+    ``metric`` and ``eval_sets`` (task j = stage j) on ``boundaries``.
     """
 
     run = models.OneToOneField("runs.Run", on_delete=models.CASCADE, related_name="analysis")

@@ -2,7 +2,7 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
-from runs.models.base import TimeStampedModel
+from runs.models.base import TeamNamedModel
 
 
 class DatasetFormat(models.TextChoices):
@@ -11,22 +11,10 @@ class DatasetFormat(models.TextChoices):
     PARQUET = "parquet", "Parquet"
 
 
-class Dataset(TimeStampedModel):
+class Dataset(TeamNamedModel):
+    """Uploaded data of a team, one DatasetVersion per distinct content."""
+
     team = models.ForeignKey("runs.Team", on_delete=models.CASCADE, related_name="datasets")
-    name = models.CharField(max_length=100)
-    description = models.TextField(blank=True)
-    created_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True
-    )
-
-    class Meta:
-        ordering = ["team", "name"]
-        constraints = [
-            models.UniqueConstraint(fields=["team", "name"], name="dataset_unique_team_name"),
-        ]
-
-    def __str__(self) -> str:
-        return self.name
 
 
 class DatasetVersion(models.Model):

@@ -1,37 +1,27 @@
-from django.conf import settings
 from django.db import models
 from django.db.models import Q
 from django.db.models.fields.json import KT
 
-from runs.models.base import TimeStampedModel
+from runs.models.base import TeamNamedModel
 
 
-class Pipeline(TimeStampedModel):
+class Pipeline(TeamNamedModel):
     """An editable pipeline: one plan document, validated by ``trainers.plan`` and stored
     whole, exactly as the user gave it (fields left out keep the schema's defaults). Runs
     snapshot it when submitted. ``name`` mirrors ``plan["name"]`` (a constraint keeps them
     equal) so that it can be unique per team and searched."""
 
     team = models.ForeignKey("runs.Team", on_delete=models.CASCADE, related_name="pipelines")
-    name = models.CharField(max_length=100)
-    description = models.TextField(blank=True)
     plan = models.JSONField(help_text="the trainers plan, as saved (see trainers/plan.py)")
-    created_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True
-    )
 
-    class Meta:
-        ordering = ["team", "name"]
+    class Meta(TeamNamedModel.Meta):
         constraints = [
-            models.UniqueConstraint(fields=["team", "name"], name="pipeline_unique_team_name"),
+            *TeamNamedModel.Meta.constraints,
             models.CheckConstraint(
                 condition=Q(plan__has_key="stages") & Q(name=KT("plan__name")),
                 name="pipeline_name_is_plan_name",
             ),
         ]
-
-    def __str__(self) -> str:
-        return self.name
 
     @property
     def stage_summaries(self) -> list[dict]:

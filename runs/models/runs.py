@@ -1,4 +1,5 @@
 import uuid
+from typing import ClassVar
 
 from django.conf import settings
 from django.contrib.postgres.fields import ArrayField
@@ -60,12 +61,34 @@ STAGE_TRANSITIONS: dict[str, set[str]] = {
 }
 
 
-def _check(transitions: dict[str, set[str]], current: str, new: str, what: str) -> None:
-    if new not in transitions.get(current, set()):
-        raise InvalidTransition(f"{what} cannot go from {current} to {new}")
+class StateMachine:
+    """``is_terminal`` and ``check_transition`` for a model with a ``state`` field, read from
+    the class's ``TRANSITIONS`` table and ``TERMINAL`` set. State changes themselves live in
+    ``runs.services.transitions``."""
+
+    TRANSITIONS: ClassVar[dict[str, set[str]]]
+    TERMINAL: ClassVar[set[str]]
+    state: str
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.state in self.TERMINAL
+
+    def check_transition(self, new: str) -> None:
+        if new not in self.TRANSITIONS.get(self.state, set()):
+            what = f"{self._meta.verbose_name} {self.pk}"
+            raise InvalidTransition(f"{what} cannot go from {self.state} to {new}")
+
+    @classmethod
+    def states_into(cls, new: str) -> list[str]:
+        """The states from which ``new`` may be reached (for a guarded bulk update)."""
+        return sorted(s for s, targets in cls.TRANSITIONS.items() if new in targets)
 
 
-class Run(TimeStampedModel):
+class Run(StateMachine, TimeStampedModel):
+    TRANSITIONS = RUN_TRANSITIONS
+    TERMINAL = RUN_TERMINAL
+
     uid = models.UUIDField(
         default=uuid.uuid4, unique=True, editable=False, help_text="names the run's folder"
     )
@@ -102,6 +125,14 @@ class Run(TimeStampedModel):
         help_text="trained outside Stagewise (the client reports stages and metrics over the "
         "API); never dispatched to workers, its queue only groups it",
     )
+    free_form = models.BooleanField(
+        default=False,
+        help_text="an external run without a plan: its client declares the stages as they "
+        "happen (trainers.client), and its last stage is open",
+    )
+    config = models.JSONField(
+        default=dict, blank=True, help_text="the client's configuration (hyperparameters) as logged"
+    )
     last_report_at = models.DateTimeField(
         null=True,
         blank=True,
@@ -135,15 +166,11 @@ class Run(TimeStampedModel):
     def __str__(self) -> str:
         return f"#{self.pk} {self.name}"
 
-    @property
-    def is_terminal(self) -> bool:
-        return self.state in RUN_TERMINAL
 
-    def check_transition(self, new: str) -> None:
-        _check(RUN_TRANSITIONS, self.state, new, f"run {self.pk}")
+class StageRun(StateMachine, TimeStampedModel):
+    TRANSITIONS = STAGE_TRANSITIONS
+    TERMINAL = STAGE_TERMINAL
 
-
-class StageRun(TimeStampedModel):
     run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="stage_runs")
     stage_index = models.PositiveSmallIntegerField()
     name = models.CharField(max_length=100)
@@ -180,13 +207,6 @@ class StageRun(TimeStampedModel):
 
     def __str__(self) -> str:
         return f"run {self.run_id} stage {self.stage_index} ({self.name})"
-
-    @property
-    def is_terminal(self) -> bool:
-        return self.state in STAGE_TERMINAL
-
-    def check_transition(self, new: str) -> None:
-        _check(STAGE_TRANSITIONS, self.state, new, f"stage run {self.pk}")
 
 
 class Checkpoint(models.Model):

@@ -1,4 +1,5 @@
-"""Reads for the dashboard pages: run rows with progress, eval-curve analysis, queue contents.
+"""Reads for the dashboard pages: run rows with progress, queue contents (the run page's
+analysis is ``runs.selectors.analysis``).
 
 Read-only; every function answers in a fixed number of queries.
 """
@@ -11,19 +12,12 @@ from typing import Any
 
 from django.conf import settings
 from django.core.paginator import Paginator
-from django.db import connection
 from django.utils import timezone
 
 from runs.models import Queue, Run, RunState, StageRun, StageState
-from runs.selectors.runs import run_analysis_summary, run_lineage, run_list
+from runs.selectors.analysis import DONE_STAGE_STATES
+from runs.selectors.runs import run_analysis_summary, run_list
 from runs.selectors.teams import team_ids_for
-from trainers.analysis import matrix_from_series, old_task_gap_table, old_tasks
-
-RUN_ORDERINGS = ("-created_at", "created_at", "name", "-name", "state", "-state", "priority",
-                 "-priority")  # fmt: skip
-DONE_STAGE_STATES = {StageState.SUCCEEDED, StageState.SKIPPED}
-# metric suffix -> higher is better
-GAP_METRICS = {"loss": False, "acc": True}
 
 
 def run_progress(run: Run) -> dict[str, Any]:
@@ -105,6 +99,7 @@ def run_row(run: Run) -> dict[str, Any]:
         "finished_at": run.finished_at.isoformat() if run.finished_at else None,
         "error": run.error[:300],
         "external": run.external,
+        "free_form": run.free_form,
         **external_report_status(run),  # last_report_at, last_report_age, stale
         "stages": [
             {
@@ -122,12 +117,9 @@ def run_row(run: Run) -> dict[str, Any]:
     }
 
 
-def run_rows(
-    *, user, filters: dict, ordering: str = "-created_at", page: int = 1, page_size: int = 25
-) -> dict[str, Any]:
-    if ordering not in RUN_ORDERINGS:
-        ordering = "-created_at"
-    qs = run_list(user=user, filters=filters).order_by(ordering, "-pk")
+def run_rows(*, user, filters: dict, page: int = 1, page_size: int = 25) -> dict[str, Any]:
+    """One page of the runs list, filtered and ordered by ``filters`` (``run_list``)."""
+    qs = run_list(user=user, filters=filters)
     pages = Paginator(qs, page_size)
     p = pages.get_page(page)
     return {
@@ -136,123 +128,6 @@ def run_rows(
         "pages": pages.num_pages,
         "results": [run_row(r) for r in p.object_list],
     }
-
-
-def lineage_eval_points(
-    run_ids_steps: list[tuple[int, int | None]], keys: list[str] | None = None
-) -> dict[str, list[list[float]]]:
-    """``eval/*`` points (or only ``keys``) of (run, up to step) pairs, as ``run_lineage``
-    gives them, merged by key and ordered by step."""
-    out: dict[str, list[list[float]]] = defaultdict(list)
-    with connection.cursor() as cur:
-        for run_id, upto in run_ids_steps:
-            cur.execute(
-                """SELECT s.key, p.step, p.value FROM runs_metricpoint p
-                   JOIN runs_series s ON s.id = p.series_id
-                   WHERE s.run_id = %s AND s.key LIKE 'eval/%%'
-                     AND (%s::text[] IS NULL OR s.key = ANY(%s::text[]))
-                     AND (%s::bigint IS NULL OR p.step <= %s::bigint)
-                   ORDER BY p.step""",
-                [run_id, keys, keys, upto, upto],
-            )
-            for key, step, value in cur.fetchall():
-                out[key].append([step, value])
-    for pts in out.values():
-        pts.sort(key=lambda p: p[0])
-    return out
-
-
-def run_analysis(run: Run) -> dict[str, Any]:
-    """Stability gaps of old tasks per stage boundary and the eval-set x stage-end matrix,
-    from the eval series in the database (a fork includes its ancestors' history up to the
-    fork points, which it shares).
-
-    ``gaps`` holds one row per (boundary, task learned before it) whose metric dropped by
-    more than the tolerance; ``gap_boundaries`` has, per boundary, the old tasks looked at and
-    those without a drop (``without_drop``, a count for the page) or not measured yet. See
-    ``gap_table``."""
-    stages = list(run.stage_runs.all())
-    points = lineage_eval_points(run_lineage(run))
-    boundaries = [sr.end_step for sr in stages]
-    done = [sr.end_step for sr in stages if sr.state in DONE_STAGE_STATES]
-    by_metric: dict[str, dict[str, list]] = defaultdict(dict)
-    for key, pts in points.items():
-        parts = key.split("/")
-        if len(parts) == 3:
-            by_metric[parts[2]][parts[1]] = pts
-    matrices = []
-    for metric, hib in GAP_METRICS.items():
-        sets = sorted(by_metric.get(metric, {}))
-        if sets and done:
-            series = [by_metric[metric][name] for name in sets]
-            matrices.append(
-                {
-                    "metric": metric,
-                    "higher_is_better": hib,
-                    "eval_sets": sets,
-                    "stages": [sr.name for sr in stages if sr.end_step in done],
-                    "values": matrix_from_series(series, done),
-                }
-            )
-    gaps, gap_boundaries = gap_table(run.plan, stages, by_metric)
-    return {
-        "run": run.pk,
-        "boundaries": boundaries,
-        "gaps": gaps,
-        "gap_boundaries": gap_boundaries,
-        "matrices": matrices,
-        "eval_points": sum(len(v) for v in points.values()),
-    }
-
-
-def gap_table(
-    plan: dict, stages: list[StageRun], by_metric: dict[str, dict[str, list]]
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """(rows, per-boundary summary) of the stability-gap table (trainers.analysis
-    ``old_tasks`` / ``old_task_gap_table``).
-
-    Each eval set is read in one metric, the one its kind is judged by: accuracy for a
-    classification set, loss otherwise (the other one when only that was reported). A
-    boundary looks only at the tasks learned before it: the stages' ``task`` up to it, minus
-    the next stage's own; when no stage names a task, every eval set measured before it."""
-    boundaries = [sr.end_step for sr in stages]
-    if len(boundaries) < 2:
-        return [], []
-    kinds = {e.get("name"): e.get("kind", "lm") for e in plan.get("eval_sets") or []}
-    names, metrics, series = [], [], []
-    for name in sorted({n for sets in by_metric.values() for n in sets}):
-        first = "acc" if kinds.get(name) == "classification" else "loss"
-        metric = next((m for m in (first, *GAP_METRICS) if name in by_metric.get(m, {})), None)
-        if metric is None:
-            continue  # only ppl (or another metric) was reported for it
-        names.append(name)
-        metrics.append(metric)
-        series.append(by_metric[metric][name])
-    plan_stages = plan.get("stages") or []
-    tasks = [(plan_stages[sr.stage_index].get("task") if sr.stage_index < len(plan_stages)
-              else None) for sr in stages]  # fmt: skip
-    old = old_tasks(tasks, names, series, boundaries)
-    hib = [GAP_METRICS[m] for m in metrics]
-    rows, summary = [], []
-    for entry in old_task_gap_table(series, boundaries, old, higher_is_better=hib):
-        i = entry["boundary_index"]
-        after = stages[i + 1].name
-        for rec in entry["rows"]:
-            j = rec["eval_index"]
-            rows.append({**rec, "metric": metrics[j], "eval_set": names[j], "stage_after": after})
-        summary.append(
-            {
-                "boundary_index": i,
-                "boundary_step": entry["boundary_step"],
-                "stage_after": after,
-                "old_tasks": [names[j] for j in old[i]],
-                "dropped": [names[r["eval_index"]] for r in entry["rows"]],
-                "without_drop": len(entry["without_drop"]),
-                "without_drop_sets": [names[j] for j in entry["without_drop"]],
-                "not_measured": [names[j] for j in entry["not_measured"]],
-            }
-        )
-    return rows, summary
 
 
 def queue_overview() -> list[dict[str, Any]]:

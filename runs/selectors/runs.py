@@ -4,30 +4,47 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.db.models import Prefetch, Q, QuerySet
 
-from runs.input_checks import choices_value, id_value, text_value
+from runs.input_checks import choices_value, id_value, invalid, text_value
 from runs.models import Queue, Run, RunState, StageRun
 from runs.selectors.teams import team_ids_for
 
-RUN_FILTER_KEYS = ("state", "pipeline", "queue", "tag", "search")
-# The columns the filters compare with: a longer value could only match after a silent cut.
+# The run list's query, one definition for the API (/api/runs/) and the runs page
+# (/api/ui/runs/): the filters below and an ordering. Columns the filters compare with bound
+# them: a longer value could only match after a silent cut.
 NAME_MAX = Run._meta.get_field("name").max_length
 TAG_MAX = Run._meta.get_field("tags").base_field.max_length
 QUEUE_MAX = Queue._meta.get_field("name").max_length
+RUN_ORDERINGS = ("-created_at", "created_at", "name", "-name", "state", "-state", "priority",
+                 "-priority")  # fmt: skip
+RUN_ORDERING_DEFAULT = "-created_at"
+
+
+def run_ordering(raw: object) -> str:
+    """An ordering query value, checked: empty or absent is the default."""
+    if raw is None or raw == "":
+        return RUN_ORDERING_DEFAULT
+    if raw not in RUN_ORDERINGS:
+        raise invalid("ordering", f"{str(raw)[:50]!r} is not one of {', '.join(RUN_ORDERINGS)}")
+    return str(raw)
+
+
+_RUN_FILTER_CHECKS = {
+    "state": lambda v: choices_value(v, "state", RunState.values),
+    "pipeline": lambda v: id_value(v, "pipeline"),
+    "queue": lambda v: text_value(v, "queue", max_length=QUEUE_MAX),
+    "tag": lambda v: text_value(v, "tag", max_length=TAG_MAX),
+    "search": lambda v: text_value(v, "search", max_length=NAME_MAX),
+    "ordering": run_ordering,
+}
 
 
 def run_filters(raw: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Query values (strings, as from ``request.GET``) -> checked filters. Absent or empty
-    values are no filter; a bad value raises ``ValidationError`` naming every bad one."""
-    out: dict[str, Any] = {}
+    """Query values (strings, as from ``request.GET``; other keys are ignored) -> checked
+    filters and the ordering. Absent or empty values are no filter and the default ordering; a
+    bad value raises ``ValidationError`` naming every bad one (an ordering: the allowed ones)."""
+    out: dict[str, Any] = {"ordering": RUN_ORDERING_DEFAULT}
     errors: dict[str, list[str]] = {}
-    checks = {
-        "state": lambda v: choices_value(v, "state", RunState.values),
-        "pipeline": lambda v: id_value(v, "pipeline"),
-        "queue": lambda v: text_value(v, "queue", max_length=QUEUE_MAX),
-        "tag": lambda v: text_value(v, "tag", max_length=TAG_MAX),
-        "search": lambda v: text_value(v, "search", max_length=NAME_MAX),
-    }
-    for key, check in checks.items():
+    for key, check in _RUN_FILTER_CHECKS.items():
         value = (raw or {}).get(key)
         if value is None or value == "":
             continue
@@ -41,8 +58,9 @@ def run_filters(raw: Mapping[str, Any] | None) -> dict[str, Any]:
 
 
 def run_list(*, user, filters: Mapping[str, Any] | None = None) -> QuerySet[Run]:
-    """The user's teams' runs with what a list row needs, in two queries. ``filters`` are
-    query values (``run_filters`` checks them: a bad one is a ValidationError)."""
+    """The user's teams' runs with what a list row needs, in two queries, filtered and
+    ordered (ties: newest id first) by ``filters``, query values as ``run_filters`` checks
+    them (a bad one is a ValidationError)."""
     f = run_filters(filters)
     qs = (
         Run.objects.filter(team_id__in=team_ids_for(user))
@@ -63,7 +81,7 @@ def run_list(*, user, filters: Mapping[str, Any] | None = None) -> QuerySet[Run]
         if len(s) <= TAG_MAX:  # the array is cast to varchar(50)[]: a longer one would be cut
             match |= Q(tags__contains=[s])
         qs = qs.filter(match)
-    return qs
+    return qs.order_by(f["ordering"], "-pk")
 
 
 def run_get(*, user, run_id: int) -> Run | None:
@@ -99,3 +117,28 @@ def run_lineage(run: Run) -> list[tuple[int, int | None]]:
         seen.add(node.parent_id)
         node = Run.objects.select_related("fork_checkpoint").get(pk=node.parent_id)
     return out
+
+
+def run_choices(*, user, limit: int = 200) -> list[dict]:
+    """The newest runs of the user's teams as a run picker lists them (the compare page)."""
+    return [
+        {"id": r.pk, "name": r.name, "state": r.state, "parent": r.parent_id,
+         "pipeline": r.pipeline.name if r.pipeline else None}
+        for r in run_list(user=user)[:limit]
+    ]  # fmt: skip
+
+
+WHATIF_STATES = (RunState.RUNNING, RunState.SUCCEEDED)
+
+
+def whatif_runs(*, user, pipeline_id: int | None, limit: int = 100) -> list[dict]:
+    """Runs whose training loss the what-if box can fit the law on: running or finished runs
+    of the user's teams, this pipeline's runs first, newest first. Each row carries its
+    model (the run's validated snapshot, every default filled in): the page offers only the
+    runs whose model matches the plan being edited."""
+    runs = run_list(user=user).filter(state__in=WHATIF_STATES)[:limit]
+    rows = [{"id": r.pk, "name": r.name, "state": r.state, "pipeline": r.pipeline_id,
+             "model": (r.plan or {}).get("model")} for r in runs]  # fmt: skip
+    if pipeline_id is not None:
+        rows.sort(key=lambda r: r["pipeline"] != pipeline_id)  # stable: keeps newest first
+    return rows

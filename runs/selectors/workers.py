@@ -13,9 +13,9 @@ from typing import Any
 
 from django.conf import settings
 from django.core.cache import cache
-from django.db.models import Q
 
 from runs.models import Queue
+from runs.selectors.queues import queues_for_teams
 from runs.selectors.teams import team_ids_for
 from runs.services.queues import ALL_QUEUES_NODE  # such a worker serves every queue
 
@@ -55,9 +55,7 @@ def active_queues(*, timeout: float = 1.0) -> dict[str, list[str]]:
 
 
 def visible_queue_names(user) -> set[str]:
-    qs = Queue.objects.all()
-    if not user.is_staff:
-        qs = qs.filter(Q(allowed_teams=None) | Q(allowed_teams__in=team_ids_for(user)))
+    qs = Queue.objects.all() if user.is_staff else queues_for_teams(team_ids_for(user))
     return set(qs.values_list("name", flat=True).distinct())
 
 

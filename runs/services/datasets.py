@@ -153,6 +153,72 @@ def dataset_version_fields_problem(version: DatasetVersion, fields: dict[str, st
     return ""
 
 
+def _upload_format(filename: str) -> tuple[str, str]:
+    """(suffix, format) of an upload's file name; other suffixes are refused."""
+    ext = Path(filename).suffix.lower()
+    fmt = FORMATS.get(ext)
+    if fmt is None:
+        raise DatasetUploadError(
+            f"unsupported file type {ext or '(none)'}: use .txt, .jsonl or .parquet"
+        )
+    return ext, fmt
+
+
+def _dataset_name(name: str) -> str:
+    """The name stripped; refused (never cut: a cut name could be another dataset's) when
+    empty, with NUL (Postgres refuses it in text) or longer than the column."""
+    name = name.strip()
+    if not name:
+        raise DatasetUploadError("give the dataset a name")
+    if "\x00" in name:
+        raise DatasetUploadError("the dataset name must not contain NUL characters", "name")
+    if len(name) > NAME_MAX:
+        raise DatasetUploadError(
+            f"the dataset name must be at most {NAME_MAX} characters (it has {len(name)})", "name"
+        )
+    return name
+
+
+def _write_hashed(upload, path: Path) -> tuple[str, int]:
+    """Stream ``upload`` to ``path``; (sha256 hex digest, size in bytes)."""
+    digest, size = hashlib.sha256(), 0
+    with open(path, "wb") as out:
+        for chunk in upload.chunks():
+            digest.update(chunk)
+            size += len(chunk)
+            out.write(chunk)
+    return digest.hexdigest(), size
+
+
+@transaction.atomic
+def _version_store(
+    *, team: Team, name: str, user, tmp: Path, fmt: str, size: int, content_hash: str,
+    records: int,
+) -> tuple[DatasetVersion, bool]:  # fmt: skip
+    """Make the checked file ``tmp`` (in the team's dataset folder) the next version of the
+    team's dataset ``name`` (created if new), moved to ``<dataset id>/v<n>-<hash><suffix>``
+    beside it; unless a version holds the same bytes already, which is returned instead."""
+    dataset, _ = Dataset.objects.get_or_create(team=team, name=name, defaults={"created_by": user})
+    Dataset.objects.select_for_update().filter(pk=dataset.pk).first()
+    existing = dataset.versions.filter(content_hash=content_hash).first()
+    if existing is not None:
+        return existing, False
+    number = (dataset.versions.order_by("-version").values_list("version", flat=True)
+              .first() or 0) + 1  # fmt: skip
+    final = tmp.parent / str(dataset.pk) / f"v{number}-{content_hash[:12]}{tmp.suffix}"
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp.replace(final)
+    try:
+        version = DatasetVersion.objects.create(
+            dataset=dataset, version=number, format=fmt, size_bytes=size,
+            content_hash=content_hash, storage_path=str(final), records=records,
+            created_by=user,
+        )  # fmt: skip
+    except IntegrityError:
+        raise DatasetUploadError("another upload of this dataset won; try again") from None
+    return version, True
+
+
 def dataset_version_create(
     *,
     team: Team,
@@ -167,58 +233,21 @@ def dataset_version_create(
     """Store ``upload`` (a Django UploadedFile) as the next version of the team's dataset
     ``name``. Returns (version, created); the same bytes uploaded again return the existing
     version. Every record must hold the fields training will read (see record_fields)."""
-    ext = Path(filename).suffix.lower()
-    fmt = FORMATS.get(ext)
-    if fmt is None:
-        raise DatasetUploadError(
-            f"unsupported file type {ext or '(none)'}: use .txt, .jsonl or .parquet"
-        )
+    ext, fmt = _upload_format(filename)
     fields = record_fields(fmt, text_field, prompt_field, response_field)
-    name = name.strip()
-    if not name:
-        raise DatasetUploadError("give the dataset a name")
-    if "\x00" in name:  # Postgres refuses NUL in text
-        raise DatasetUploadError("the dataset name must not contain NUL characters", "name")
-    if len(name) > NAME_MAX:  # refused, not cut: a cut name could be another dataset's
-        raise DatasetUploadError(
-            f"the dataset name must be at most {NAME_MAX} characters (it has {len(name)})", "name"
-        )
+    name = _dataset_name(name)
     root = Path(settings.MEDIA_ROOT) / "datasets" / str(team.pk)
     root.mkdir(parents=True, exist_ok=True)
     tmp = root / f".upload-{uuid.uuid4().hex}{ext}"
-    digest, size = hashlib.sha256(), 0
     try:
-        with open(tmp, "wb") as out:
-            for chunk in upload.chunks():
-                digest.update(chunk)
-                size += len(chunk)
-                out.write(chunk)
+        content_hash, size = _write_hashed(upload, tmp)
         if size == 0:
             raise DatasetUploadError("the file is empty")
         records = _count_and_check(tmp, fmt, fields)
-        content_hash = digest.hexdigest()
-        with transaction.atomic():
-            dataset, _ = Dataset.objects.get_or_create(
-                team=team, name=name, defaults={"created_by": user}
-            )
-            Dataset.objects.select_for_update().filter(pk=dataset.pk).first()
-            existing = dataset.versions.filter(content_hash=content_hash).first()
-            if existing is not None:
-                return existing, False
-            number = (dataset.versions.order_by("-version").values_list("version", flat=True)
-                      .first() or 0) + 1  # fmt: skip
-            final = root / str(dataset.pk) / f"v{number}-{content_hash[:12]}{ext}"
-            final.parent.mkdir(parents=True, exist_ok=True)
-            tmp.replace(final)
-            try:
-                version = DatasetVersion.objects.create(
-                    dataset=dataset, version=number, format=fmt, size_bytes=size,
-                    content_hash=content_hash, storage_path=str(final), records=records,
-                    created_by=user,
-                )  # fmt: skip
-            except IntegrityError:
-                raise DatasetUploadError("another upload of this dataset won; try again") from None
-            return version, True
+        return _version_store(
+            team=team, name=name, user=user, tmp=tmp, fmt=fmt, size=size,
+            content_hash=content_hash, records=records,
+        )  # fmt: skip
     finally:
         tmp.unlink(missing_ok=True)
 

@@ -1,8 +1,11 @@
-"""Start queued stage runs on workers, honouring queue priority, pause and concurrency.
+"""What runs next, and where: start queued stage runs on workers, honouring queue priority,
+pause, concurrency and team access, and put back in the queue the stages whose worker
+stopped heartbeating.
 
-A dispatched stage run gets a placeholder lease (``dispatched:<token>``) that expires like any
-lease, so a task message lost in the broker only delays the stage: the expiry job requeues it.
-The worker that receives the task takes the lease over only with the matching token.
+A dispatched stage run gets a placeholder lease (``runs.services.leases.lease_reserve``) that
+expires like any lease, so a task message lost in the broker only delays the stage: the expiry
+job requeues it. The worker that receives the task takes the lease over only with the matching
+token. The state changes are ``runs.services.transitions``'.
 
 External runs (trained elsewhere, reporting over the API) are never dispatched, and their
 running stages do not count against a queue's ``max_concurrent``: they use no worker.
@@ -10,16 +13,15 @@ running stages do not count against a queue's ``max_concurrent``: they use no wo
 
 from __future__ import annotations
 
-import secrets
-from datetime import timedelta
-
 from celery import current_app
-from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Count, Q
+from django.db.models import Count, OuterRef, Q, QuerySet
 from django.utils import timezone
 
-from runs.models import Queue, RunState, StageRun, StageState, WorkerLease
+from runs.models import Queue, RunState, StageRun, StageState
+from runs.selectors.queues import queue_allowed_where
+from runs.services.leases import lease_reserve, leases_take_expired
+from runs.services.transitions import run_to_running, stage_requeue, stage_to_running
 
 _DISPATCH_LOCK = 0x5747_0001  # advisory lock id: one dispatcher at a time
 
@@ -32,60 +34,66 @@ def _send(stage_run_id: int, token: str, queue_name: str) -> None:
     current_app.send_task(EXECUTE_TASK, args=[stage_run_id, token], queue=queue_name)
 
 
+def _free_slots() -> dict[int, int]:
+    """Queue id -> how many more stages it may run now (unpaused queues with room only)."""
+    queues = Queue.objects.filter(paused=False).annotate(
+        active=Count(
+            "runs__stage_runs",
+            filter=Q(runs__stage_runs__state=StageState.RUNNING, runs__external=False),
+        )
+    )
+    return {q.pk: q.max_concurrent - q.active for q in queues if q.active < q.max_concurrent}
+
+
+def _candidates(queue_ids: list[int]) -> QuerySet[StageRun]:
+    """Queued stages of live worker runs on these queues whose team may use the queue, in the
+    order they start: queue priority, run priority, then first queued."""
+    return (
+        StageRun.objects.filter(
+            queue_allowed_where(queue=OuterRef("run__queue_id"), team=OuterRef("run__team_id")),
+            state=StageState.QUEUED,
+            run__state__in=[RunState.QUEUED, RunState.RUNNING],
+            run__queue_id__in=queue_ids,
+            run__external=False,
+        )
+        .select_related("run", "run__queue")
+        .order_by("-run__queue__priority", "-run__priority", "queued_at", "pk")
+    )
+
+
 def dispatch() -> int:
     """Start as many queued stage runs as the queues allow. Returns how many were started."""
     sent: list[tuple[int, str, str]] = []
     with transaction.atomic():
         with connection.cursor() as cur:
             cur.execute("SELECT pg_advisory_xact_lock(%s)", [_DISPATCH_LOCK])
-        queues = (
-            Queue.objects.filter(paused=False)
-            .annotate(
-                active=Count(
-                    "runs__stage_runs",
-                    filter=Q(runs__stage_runs__state="running", runs__external=False),
-                )
-            )
-            .prefetch_related("allowed_teams")
-        )
-        free = {q.pk: q.max_concurrent - q.active for q in queues if q.active < q.max_concurrent}
+        free = _free_slots()
         if not free:
             return 0
-        allowed = {q.pk: {t.pk for t in q.allowed_teams.all()} for q in queues}
-        candidates = (
-            StageRun.objects.filter(
-                state=StageState.QUEUED,
-                run__state__in=[RunState.QUEUED, RunState.RUNNING],
-                run__queue_id__in=list(free),
-                run__external=False,
-            )
-            .select_related("run", "run__queue")
-            .order_by("-run__queue__priority", "-run__priority", "queued_at", "pk")
-        )
         now = timezone.now()
-        lease_for = timedelta(seconds=settings.STAGEWISE_LEASE_SECONDS)
-        for sr in candidates:
+        for sr in _candidates(list(free)):
             qid = sr.run.queue_id
-            if free.get(qid, 0) <= 0 or (allowed[qid] and sr.run.team_id not in allowed[qid]):
+            if free[qid] <= 0:
                 continue
-            token = secrets.token_hex(8)
-            WorkerLease.objects.update_or_create(
-                stage_run=sr,
-                defaults=dict(
-                    worker_id=f"dispatched:{token}",
-                    acquired_at=now,
-                    heartbeat_at=now,
-                    expires_at=now + lease_for,
-                ),
-            )
-            sr.state = StageState.RUNNING
-            sr.attempts += 1
-            sr.save(update_fields=["state", "attempts", "updated_at"])
-            if sr.run.state == RunState.QUEUED:
-                sr.run.state = RunState.RUNNING
-                sr.run.started_at = sr.run.started_at or now
-                sr.run.save(update_fields=["state", "started_at", "updated_at"])
+            token = lease_reserve(stage_run=sr, now=now)
+            stage_to_running(sr)
+            run_to_running(sr.run, now=now)
             free[qid] -= 1
             sent.append((sr.pk, token, sr.run.queue.name))
         transaction.on_commit(lambda: [_send(*s) for s in sent])
     return len(sent)
+
+
+@transaction.atomic
+def requeue_expired() -> int:
+    """Stage runs whose worker stopped heartbeating go back to the queue (the next worker
+    resumes from the latest checkpoint). Returns how many leases had expired."""
+    now = timezone.now()
+    expired = leases_take_expired(now=now)
+    for sr in expired:
+        # An external run's stages are run by its own client, never by a worker of ours.
+        if not sr.run.external:
+            stage_requeue(sr, now=now)
+    if expired:
+        transaction.on_commit(dispatch)
+    return len(expired)

@@ -3,8 +3,10 @@
 The client (``trainers.remote.StagewiseSink``) creates the run (``run_submit(external=True)``),
 then reports each stage's start and end and posts its metric batches over the API
 (``runs.services.points.points_from_client``), the way a worker's DjangoSink does in-process; the run then gets the same pages, analysis and exports.
-Stage and run states follow the workers' state machines (``runs.models.runs``), and the
-stage functions of ``runs.services.stages`` make the same changes for both.
+Stage and run states follow the workers' state machines (``runs.models.runs``); this module
+only checks what a client may report, and the changes are the ones a worker's stage makes
+(``runs.services.transitions``, through ``runs.services.stages`` where a lease and events
+follow).
 
 Reports are idempotent: repeating the state a stage already has changes nothing, so a client
 may retry a report whose answer it never received.
@@ -23,11 +25,11 @@ from django.db import transaction
 from django.utils import timezone
 
 from runs.models import InvalidTransition, Run, RunState, StageRun, StageState
-from runs.models.runs import STAGE_TRANSITIONS
 from runs.services.errors import Conflict, RunCanceled
 from runs.services.realtime import run_event
 from runs.services.runs import run_cancel
 from runs.services.stages import stage_failed, stage_succeeded
+from runs.services.transitions import stage_mark_started, stage_to_queued, stage_to_running
 
 # Reported stages hold no worker lease; the stage functions release none under this id.
 EXTERNAL_WORKER = "external"
@@ -44,10 +46,10 @@ def external_touch(run_id: int) -> None:
 def _stage_path(sr: StageRun, target: str) -> list[str]:
     """The legal steps from the stage's state to ``target``: direct, or through ``queued``
     (a pending stage the client starts, or that fails before it started)."""
-    allowed = STAGE_TRANSITIONS.get(sr.state, set())
+    allowed = StageRun.TRANSITIONS.get(sr.state, set())
     if target in allowed:
         return [target]
-    if StageState.QUEUED in allowed and target in STAGE_TRANSITIONS[StageState.QUEUED]:
+    if StageState.QUEUED in allowed and target in StageRun.TRANSITIONS[StageState.QUEUED]:
         return [StageState.QUEUED, target]
     raise InvalidTransition(f"stage {sr.stage_index} is {sr.state} and cannot become {target}")
 
@@ -90,12 +92,10 @@ def external_stage_report(
             )
     now = timezone.now()
     if path[0] == StageState.QUEUED:
-        sr.state, sr.queued_at = StageState.QUEUED, sr.queued_at or now
-        sr.save(update_fields=["state", "queued_at", "updated_at"])
+        stage_to_queued(sr, now=now)
     if state == StageState.RUNNING:
-        sr.state, sr.started_at = StageState.RUNNING, sr.started_at or now
-        sr.attempts += 1
-        sr.save(update_fields=["state", "started_at", "attempts", "updated_at"])
+        stage_to_running(sr)
+        stage_mark_started(sr, now=now)
         transaction.on_commit(lambda: run_event(run.pk, "stage_started", stage=stage_index))
     elif state == StageState.SUCCEEDED:
         stage_succeeded(stage_run=sr, worker_id=EXTERNAL_WORKER)

@@ -12,7 +12,9 @@ into ``runs_metricpoint``:
   step) DO UPDATE -- a re-sent point replaces, never duplicates -- and its touched buckets
   are rebuilt level by level from the level below, so they stay exact when a value changes.
 
-After commit, one message per batch goes to the run's channel group.
+The same transaction folds the batch's eval points into the run's stored analysis
+(``runs.services.analysis``). After commit, one message per batch goes to the run's channel
+group, carrying the points and, when the analysis changed, both of its reports.
 """
 
 from __future__ import annotations
@@ -161,9 +163,9 @@ def ingest_points(
         per_key = batch.per_key()
         analysis = analysis_ingest(run_id=run_id, series=per_key)
         if publish:
-            message = _batch_message(run_id, per_key)
-            if analysis is not None:
-                message["analysis"] = analysis
+            # the batch's points, and with eval points the updated analysis ("analysis",
+            # "run_analysis"): the run page renders what it is sent, it re-reads nothing
+            message = {**_batch_message(run_id, per_key), **(analysis or {})}
             transaction.on_commit(lambda: _publish(run_id, message))
     return received
 

@@ -1,19 +1,39 @@
-"""Worker leases on stage runs: take over, renew, release, and requeue the expired."""
+"""Worker leases on stage runs: reserve for a dispatched task, take over, renew, release, and
+collect the expired ones (``dispatch.requeue_expired`` puts their stages back in the queue)."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+import secrets
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from runs.models import RunState, StageRun, StageState, WorkerLease
-from runs.services.dispatch import dispatch
+from runs.models import StageRun, StageState, WorkerLease
+from runs.services.transitions import stage_mark_started
+
+_DISPATCHED = "dispatched:"  # worker_id of a lease reserved for a task still on its way
 
 
 def _lease_length() -> timedelta:
     return timedelta(seconds=settings.STAGEWISE_LEASE_SECONDS)
+
+
+def lease_reserve(*, stage_run: StageRun, now: datetime) -> str:
+    """A placeholder lease for the task about to be sent; it expires like any lease, so a task
+    lost in the broker only delays the stage. Returns the token the task must present."""
+    token = secrets.token_hex(8)
+    WorkerLease.objects.update_or_create(
+        stage_run=stage_run,
+        defaults=dict(
+            worker_id=f"{_DISPATCHED}{token}",
+            acquired_at=now,
+            heartbeat_at=now,
+            expires_at=now + _lease_length(),
+        ),
+    )
+    return token
 
 
 @transaction.atomic
@@ -29,16 +49,14 @@ def lease_acquire(*, stage_run_id: int, token: str, worker_id: str) -> StageRun 
     if lease is None or lease.stage_run.state != StageState.RUNNING:
         return None
     now = timezone.now()
-    if lease.worker_id != f"dispatched:{token}" and lease.expires_at > now:
+    if lease.worker_id != f"{_DISPATCHED}{token}" and lease.expires_at > now:
         return None
     lease.worker_id = worker_id
     lease.acquired_at = lease.heartbeat_at = now
     lease.expires_at = now + _lease_length()
     lease.save()
-    sr = lease.stage_run
-    sr.started_at = sr.started_at or now
-    sr.save(update_fields=["started_at", "updated_at"])
-    return sr
+    stage_mark_started(lease.stage_run, now=now)
+    return lease.stage_run
 
 
 def lease_renew(*, stage_run_id: int, worker_id: str) -> bool:
@@ -55,27 +73,14 @@ def lease_release(*, stage_run_id: int, worker_id: str) -> None:
     WorkerLease.objects.filter(stage_run_id=stage_run_id, worker_id=worker_id).delete()
 
 
-@transaction.atomic
-def requeue_expired() -> int:
-    """Stage runs whose worker stopped heartbeating go back to the queue; the next worker
-    resumes from the latest checkpoint."""
-    now = timezone.now()
+def leases_take_expired(*, now: datetime) -> list[StageRun]:
+    """Delete the leases whose worker stopped heartbeating (rows another transaction holds are
+    left for the next pass) and return their stage runs, with their runs. Inside a
+    transaction."""
     expired = list(
         WorkerLease.objects.select_for_update(skip_locked=True)
         .filter(expires_at__lt=now)
         .select_related("stage_run", "stage_run__run")
     )
-    for lease in expired:
-        sr = lease.stage_run
-        lease.delete()
-        # An external run's stages are run by its own client, never by a worker of ours.
-        if sr.state != StageState.RUNNING or sr.run.external:
-            continue
-        if sr.run.state == RunState.CANCELED:
-            sr.state, sr.finished_at = StageState.CANCELED, now
-        else:
-            sr.state, sr.queued_at = StageState.QUEUED, now
-        sr.save(update_fields=["state", "finished_at", "queued_at", "updated_at"])
-    if expired:
-        transaction.on_commit(dispatch)
-    return len(expired)
+    WorkerLease.objects.filter(pk__in=[lease.pk for lease in expired]).delete()
+    return [lease.stage_run for lease in expired]

@@ -63,6 +63,11 @@ def lr_law_fit(*, run: Run, stage: int | str | None = None) -> dict:
     the band is ±2 residual RMS. ``warning`` is set only when the data cannot pin the law
     down (``undetermined``), or when the LR has not decreased yet over the fitted steps but
     does before the end of the range (the annealing term is then a guess)."""
+    if run.free_form:
+        raise LawError(
+            f"run {run.pk} is free-form (logged without a plan): the law extrapolates the "
+            "planned LR schedule, so it needs a run logged with plan="
+        )
     plan = _plan(run.plan, "the run's plan")
     lo, hi, index = _range(plan, stage)
     steps, loss = series_raw(run_id=run.pk, key="train/loss", min_step=lo, max_step=hi)

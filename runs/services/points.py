@@ -24,8 +24,10 @@ from django.db.models import Max
 from runs.models import Run, RunState, StageRun, WorkerLease
 from runs.services.errors import Conflict, RunCanceled
 from runs.services.external import external_touch
+from runs.services.freeform import open_stage_extend
 from runs.services.ingest import IngestPoint, PointColumns, StepRange, ingest_points
 from runs.services.stages import stage_progress
+from trainers.plan import MAX_STEP
 
 CLOSED_STATES = (RunState.SUCCEEDED, RunState.FAILED, RunState.CANCELED)
 
@@ -56,22 +58,32 @@ def points_from_client(*, run: Run, points: PointColumns, stage_index: int | Non
         )
     if run.state in CLOSED_STATES:
         raise _closed(run)
-    stages = StageRun.objects.filter(run_id=run.pk)
-    if stage_index is None:
-        end = stages.aggregate(end=Max("end_step"))["end"] or 0
-        step_range, stage_run_id = StepRange(0, end, f"run {run.pk}"), None
-    else:
-        sr = stages.filter(stage_index=stage_index).first()
-        if sr is None:
-            raise ValidationError(
-                {"stage": [f"run {run.pk} has stages 0 to {stages.count() - 1}, not {stage_index}"]}
-            )
-        step_range, stage_run_id = stage_step_range(sr), sr.pk
-    n = ingest_points(run_id=run.pk, points=points, step_range=step_range)
-    if stage_run_id is not None and n:
-        stage_progress(stage_run_id=stage_run_id, step=int(max(points.steps)))
+    step_range, stage_run_id, open_stage = _client_range(run, stage_index)
+    n = stage_points_record(run.pk, points, step_range, stage_run_id, open_stage=open_stage)
     external_touch(run.pk)
     return n
+
+
+def _client_range(run: Run, stage_index: int | None) -> tuple[StepRange, int | None, bool]:
+    """(steps the client may write, the stage run they advance, whether it is a free-form
+    run's open last stage, whose end follows its points)."""
+    stages = StageRun.objects.filter(run_id=run.pk)
+    if run.free_form:
+        last = stages.order_by("-stage_index").first()
+        if last is None:
+            raise ValidationError({"stage": [f"run {run.pk} has no stage yet: declare one first"]})
+        if stage_index is None or stage_index == last.stage_index:
+            where = f"stage {last.stage_index} ({last.name!r})"
+            return StepRange(last.start_step, MAX_STEP - 1, where), last.pk, True
+    if stage_index is None:
+        end = stages.aggregate(end=Max("end_step"))["end"] or 0
+        return StepRange(0, end, f"run {run.pk}"), None, False
+    sr = stages.filter(stage_index=stage_index).first()
+    if sr is None:
+        raise ValidationError(
+            {"stage": [f"run {run.pk} has stages 0 to {stages.count() - 1}, not {stage_index}"]}
+        )
+    return stage_step_range(sr), sr.pk, False
 
 
 def points_from_worker(
@@ -86,9 +98,29 @@ def points_from_worker(
         )
         if not lease.values_list("pk", flat=True):
             raise LeaseLost(f"stage run {stage_run.pk} is no longer leased to {worker_id}")
-        n = ingest_points(
-            run_id=stage_run.run_id, points=points, step_range=stage_step_range(stage_run)
+        return stage_points_record(
+            stage_run.run_id, points, stage_step_range(stage_run), stage_run.pk
         )
-    if n:
-        stage_progress(stage_run_id=stage_run.pk, step=max(p.step for p in points))
+
+
+def stage_points_record(
+    run_id: int,
+    points: PointColumns | Sequence[IngestPoint],
+    step_range: StepRange,
+    stage_run_id: int | None,
+    *,
+    open_stage: bool = False,
+) -> int:
+    """Store a batch of a run's points within ``step_range`` and advance the stage's progress
+    to its last step (the one way workers and external runs record a batch). An open stage
+    (a free-form run's last) first extends its end to that step."""
+    with transaction.atomic():
+        n = ingest_points(run_id=run_id, points=points, step_range=step_range)
+        if stage_run_id is None or not n:
+            return n
+        steps = points.steps if isinstance(points, PointColumns) else [p.step for p in points]
+        last = int(max(steps))
+        if open_stage:
+            open_stage_extend(stage_run_id, last)
+        stage_progress(stage_run_id=stage_run_id, step=last)
     return n

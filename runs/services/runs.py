@@ -6,51 +6,36 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import Q
 from django.utils import timezone
 
-from runs.models import (
-    Checkpoint,
-    Pipeline,
-    Queue,
-    Run,
-    RunState,
-    StageRun,
-    StageState,
-    Team,
-)
+from runs.models import Checkpoint, Pipeline, Queue, Run, StageRun, StageState, Team
+from runs.selectors.queues import queue_allowed, queues_for_team
+from runs.selectors.run_files import run_dir
 from runs.services.analysis import analysis_seed_fork
 from runs.services.data_access import run_record_datasets
 from runs.services.dispatch import dispatch
 from runs.services.errors import QueueAccessDenied
 from runs.services.plans import apply_overrides, plan_check
 from runs.services.realtime import run_event
+from runs.services.transitions import run_initial_fields, run_to_canceled, stage_initial_state
 from trainers.plan import Plan
 
 
-def run_dir(run: Run) -> Path:
-    return Path(settings.STAGEWISE_DATA_DIR) / "runs" / f"{run.pk}-{run.uid.hex[:12]}"
-
-
 def queue_check_access(*, queue: Queue, team: Team) -> None:
-    allowed = list(queue.allowed_teams.values_list("pk", flat=True))
-    if allowed and team.pk not in allowed:
+    if not queue_allowed(queue, team):
         raise QueueAccessDenied(f"team {team.name!r} may not use queue {queue.name!r}")
-
-
-def _initial_state(i: int, first: int, queue_first: bool) -> str:
-    if i < first:
-        return StageState.SKIPPED  # inherited from the parent of a fork
-    return StageState.QUEUED if i == first and queue_first else StageState.PENDING
 
 
 def _create_stage_runs(run: Run, plan: Plan, *, first: int = 0, queue_first: bool = True) -> None:
     """One stage run per stage; stage ``first`` is queued (unless ``queue_first`` is False:
     an external run's client starts its stages), earlier ones are skipped."""
     now = timezone.now()
+    bounds = plan.stage_bounds()
+    states = [
+        stage_initial_state(i, first=first, queue_first=queue_first) for i in range(len(bounds))
+    ]
     StageRun.objects.bulk_create(
         StageRun(
             run=run,
@@ -58,22 +43,17 @@ def _create_stage_runs(run: Run, plan: Plan, *, first: int = 0, queue_first: boo
             name=plan.stages[i].name,
             start_step=start,
             end_step=end,
-            state=_initial_state(i, first, queue_first),
-            queued_at=now if i == first and queue_first else None,
+            state=states[i],
+            queued_at=now if states[i] == StageState.QUEUED else None,
         )
-        for i, (start, end) in enumerate(plan.stage_bounds())
+        for i, (start, end) in enumerate(bounds)
     )
 
 
 def queue_default_for(*, team: Team) -> Queue:
     """The first queue in dispatch order that ``team`` may use (an external run needs one only
     to be grouped under)."""
-    queue = (
-        Queue.objects.filter(Q(allowed_teams=None) | Q(allowed_teams=team))
-        .order_by("-priority", "name")
-        .distinct()
-        .first()
-    )
+    queue = queues_for_team(team).first()
     if queue is None:
         raise ValidationError({"queue": [f"no queue is open to team {team.name!r}"]})
     return queue
@@ -113,7 +93,6 @@ def run_submit(
     # What the team may read (runs/services/data_access.py); dataset versions pinned
     checked = plan_check(full, team=team, external=external)
     validated, snapshot = checked.plan, checked.snapshot()
-    now = timezone.now()
     run = Run.objects.create(
         team=team,
         pipeline=pipeline,
@@ -124,9 +103,7 @@ def run_submit(
         tags=tags or [],
         queue=queue,
         priority=priority,
-        state=RunState.RUNNING if external else RunState.QUEUED,
-        queued_at=None if external else now,
-        started_at=now if external else None,
+        **run_initial_fields(external=external, now=timezone.now()),
         created_by=user,
         external=external,
     )
@@ -143,16 +120,7 @@ def run_cancel(*, run: Run) -> Run:
     sees the run state through its heartbeat) and is then marked canceled. An external run's
     running stage is canceled now too (no worker of ours will mark it); its client learns
     from the 409 "run canceled" on its next metrics batch or stage report."""
-    run = Run.objects.select_for_update().get(pk=run.pk)
-    run.check_transition(RunState.CANCELED)
-    now = timezone.now()
-    run.state = RunState.CANCELED
-    run.finished_at = now
-    run.save(update_fields=["state", "finished_at", "updated_at"])
-    stopped = [StageState.PENDING, StageState.QUEUED]
-    if run.external:
-        stopped.append(StageState.RUNNING)
-    run.stage_runs.filter(state__in=stopped).update(state=StageState.CANCELED, finished_at=now)
+    run = run_to_canceled(run)
     if run.external:
         transaction.on_commit(lambda: run_event(run.pk, "canceled"))
     return run
@@ -195,8 +163,7 @@ def run_fork(
         tags=list(parent.tags),
         queue=queue,
         priority=parent.priority,
-        state=RunState.QUEUED,
-        queued_at=timezone.now(),
+        **run_initial_fields(external=False, now=timezone.now()),
         parent=parent,
         fork_checkpoint=checkpoint,
         created_by=user,

@@ -13,8 +13,8 @@ from django.db import transaction
 
 from runs.models import Run
 from runs.models.runs import RUN_TERMINAL
+from runs.selectors.run_files import run_dir
 from runs.services.errors import Conflict
-from runs.services.runs import run_dir
 
 log = logging.getLogger(__name__)
 

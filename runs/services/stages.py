@@ -1,4 +1,6 @@
-"""State changes of a stage run while (and after) a worker executes it."""
+"""What follows a stage run's progress and end (reported by its worker, or by an external
+run's client): the state change (``runs.services.transitions``), the lease released, the next
+stage dispatched, the run's page told; and the checkpoint index."""
 
 from __future__ import annotations
 
@@ -6,21 +8,12 @@ import shutil
 from pathlib import Path
 
 from django.db import transaction
-from django.utils import timezone
 
-from runs.models import Checkpoint, Run, RunState, StageRun, StageState
+from runs.models import Checkpoint, Run, StageRun
 from runs.services.dispatch import dispatch
 from runs.services.leases import lease_release
 from runs.services.realtime import run_event
-
-
-def _finish_run(run: Run, state: str, error: str = "") -> None:
-    run = Run.objects.select_for_update().get(pk=run.pk)
-    if run.is_terminal:
-        return
-    run.check_transition(state)
-    run.state, run.finished_at, run.error = state, timezone.now(), error
-    run.save(update_fields=["state", "finished_at", "error", "updated_at"])
+from runs.services.transitions import stage_to_canceled, stage_to_failed, stage_to_succeeded
 
 
 @transaction.atomic
@@ -33,45 +26,23 @@ def stage_progress(*, stage_run_id: int, step: int) -> None:
 @transaction.atomic
 def stage_succeeded(*, stage_run: StageRun, worker_id: str) -> None:
     """Mark the stage done, queue the next one (or finish the run), release the lease."""
-    sr = StageRun.objects.select_for_update().get(pk=stage_run.pk)
-    sr.check_transition(StageState.SUCCEEDED)
-    now = timezone.now()
-    sr.state, sr.finished_at, sr.last_step = StageState.SUCCEEDED, now, sr.end_step
-    sr.save(update_fields=["state", "finished_at", "last_step", "updated_at"])
+    sr = stage_to_succeeded(stage_run)
     lease_release(stage_run_id=sr.pk, worker_id=worker_id)
-    nxt = sr.run.stage_runs.filter(stage_index=sr.stage_index + 1).first()
-    if nxt is None:
-        _finish_run(sr.run, RunState.SUCCEEDED)
-    elif sr.run.state == RunState.RUNNING:
-        StageRun.objects.filter(pk=nxt.pk, state=StageState.PENDING).update(
-            state=StageState.QUEUED, queued_at=now
-        )
     transaction.on_commit(dispatch)
     transaction.on_commit(lambda: run_event(sr.run_id, "stage_finished", stage=sr.stage_index))
 
 
 @transaction.atomic
 def stage_canceled(*, stage_run: StageRun, worker_id: str, step: int | None) -> None:
-    now = timezone.now()
-    StageRun.objects.filter(pk=stage_run.pk, state=StageState.RUNNING).update(
-        state=StageState.CANCELED, finished_at=now
-    )
+    stage_to_canceled(stage_run)
     lease_release(stage_run_id=stage_run.pk, worker_id=worker_id)
-    _finish_run(stage_run.run, RunState.CANCELED)
     transaction.on_commit(lambda: run_event(stage_run.run_id, "canceled", step=step))
 
 
 @transaction.atomic
 def stage_failed(*, stage_run: StageRun, worker_id: str, error: str, traceback: str) -> None:
-    now = timezone.now()
-    StageRun.objects.filter(pk=stage_run.pk).exclude(
-        state__in=[StageState.SUCCEEDED, StageState.CANCELED]
-    ).update(state=StageState.FAILED, finished_at=now, error=error[:2000], traceback=traceback)
-    stage_run.run.stage_runs.filter(state__in=[StageState.PENDING, StageState.QUEUED]).update(
-        state=StageState.CANCELED, finished_at=now
-    )
+    stage_to_failed(stage_run, error=error, traceback=traceback)
     lease_release(stage_run_id=stage_run.pk, worker_id=worker_id)
-    _finish_run(stage_run.run, RunState.FAILED, error=error[:2000])
     transaction.on_commit(lambda: run_event(stage_run.run_id, "failed", error=error[:500]))
 
 
@@ -108,7 +79,3 @@ def checkpoints_drop_unindexed(*, run: Run, out_dir: Path) -> list[int]:
             shutil.rmtree(info.path, ignore_errors=True)
             dropped.append(info.step)
     return dropped
-
-
-def run_is_canceled(run_id: int) -> bool:
-    return Run.objects.filter(pk=run_id, state=RunState.CANCELED).exists()

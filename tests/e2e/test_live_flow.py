@@ -48,11 +48,12 @@ def test_edit_submit_watch_compare_fork(page, stack):
     bad = json.loads(json.dumps(plan))
     bad["stages"][1]["data"][0]["weight"] = -1
     page.goto(base + "/pipelines/new/")
+    page.get_by_role("tab", name="JSON").click()
     page.fill("#plan-json", json.dumps(bad, indent=2))
     err = page.locator('#plan-errors li[data-path="stages.1.data.0.weight"]')
     err.wait_for()
     assert "stages.1.data.0.weight" in err.inner_text()
-    assert page.locator("#stage-table tr.has-error").count() >= 1
+    assert page.locator(".stage-card.has-error").count() >= 1
     _shot(page, "pipeline-editor-error")
     page.fill("#plan-json", json.dumps(plan, indent=2))
     page.locator("#plan-ok").wait_for(state="visible")
@@ -111,7 +112,9 @@ def test_edit_submit_watch_compare_fork(page, stack):
 
     # -- fork from the stage-1 end checkpoint, land on the new run
     row = page.locator("#ckpt-table tbody tr", has=page.locator("td", has_text=re.compile(r"^40$")))
-    row.locator("button.fork-btn").click()
+    row.locator("a.fork-btn").click()  # the fork page: the parent's later stages, as they are
+    page.locator("#plan-ok").wait_for(state="visible")
+    page.click("#fork-submit")
     page.wait_for_url(re.compile(rf".*/runs/(?!{run_id}/)\d+/$"))
     fork_id = int(page.url.rstrip("/").split("/")[-1])
     fork = Run.objects.get(pk=fork_id)
@@ -218,6 +221,7 @@ def test_editor_renames_then_deletes_a_pipeline(page, stack):
 
     page.goto(f"{base}/pipelines/{pipeline.pk}/edit/")
     page.locator("#plan-ok").wait_for(state="visible")
+    page.get_by_role("tab", name="JSON").click()
     page.fill("#plan-json", json.dumps({**plan, "name": "e2e-renamed"}, indent=2))
     page.fill("#pipeline-description", "renamed in the browser")
     page.click("#save-pipeline")
@@ -235,6 +239,7 @@ def test_editor_renames_then_deletes_a_pipeline(page, stack):
     pipeline_upsert_from_plan(team=team, plan={**plan, "name": "e2e-other"})
     page.goto(f"{base}/pipelines/{pipeline.pk}/edit/")
     page.locator("#plan-ok").wait_for(state="visible")
+    page.get_by_role("tab", name="JSON").click()
     page.fill("#plan-json", json.dumps({**plan, "name": "e2e-other"}, indent=2))
     page.click("#save-pipeline")
     page.locator('#plan-errors li[data-path="name"]', has_text="already has").wait_for()

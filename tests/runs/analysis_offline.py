@@ -4,7 +4,7 @@ from trainers import analysis
 
 
 def offline_analysis(rows: list[dict], plan: dict) -> dict:
-    from runs.services.analysis import analysis_layout
+    from runs.selectors.analysis import analysis_layout
 
     metric, names, bounds = analysis_layout(plan)
     series = [

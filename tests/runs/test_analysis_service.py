@@ -2,7 +2,7 @@ import random
 
 import pytest
 
-from runs.services.analysis import analysis_get
+from runs.selectors.analysis import analysis_get
 from runs.services.ingest import IngestPoint, ingest_points
 from runs.services.runs import run_submit
 from tests.runs.analysis_offline import offline_analysis
@@ -82,7 +82,7 @@ def test_lr_law_fit_endpoint_fits_and_refuses_too_little_data(api, team, queue):
 
 
 def test_loss_metrics_read_like_accuracy_metrics():
-    from runs.services.analysis import oriented_metrics
+    from trainers.analysis import oriented_metrics
 
     # loss of task 0 rises from 1.0 to 3.0 after stage 1: that is forgetting
     m = oriented_metrics([[1.0, 5.0], [3.0, 2.0]], [6.0, 6.0], "loss")
@@ -159,7 +159,7 @@ def test_digits_example_gap_table_lists_only_old_tasks(team, queue, tmp_path):
     drop row or counted as without a drop; never the boundary's new task or a later one."""
     import json
 
-    from runs.selectors.dashboard import run_analysis
+    from runs.selectors.analysis import run_analysis
     from runs.services.demo import EXAMPLES_DIR
     from trainers.engine import run_plan
     from trainers.plan import validate_plan

@@ -7,8 +7,9 @@ import pytest
 from django.utils import timezone
 
 from runs.models import Checkpoint, MetricPoint, Run, RunDatasetVersion, RunState, Series
+from runs.selectors.run_files import run_dir
 from runs.services.ingest import IngestPoint, ingest_points
-from runs.services.runs import run_cancel, run_dir, run_submit
+from runs.services.runs import run_cancel, run_submit
 from tests import factories as f
 from tests.runs.reduced_plan import reduced_lm_plan
 

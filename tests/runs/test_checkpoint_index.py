@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from runs.services.runs import run_dir
+from runs.selectors.run_files import run_dir
 from runs.services.stages import checkpoints_drop_unindexed
 from tests import factories as f
 

@@ -364,7 +364,7 @@ def test_granted_file_own_dataset_and_own_checkpoint_train(tmp_path, settings):
     """Team B's run reads its uploaded dataset (dataset:<name>, pinned and recorded), a file
     under its granted folder, and starts from the model of its own earlier run's checkpoint
     (run:<id>@<step>); a real worker trains it."""
-    from runs.services.runs import run_dir
+    from runs.selectors.run_files import run_dir
     from trainers.checkpoints import list_checkpoints
     from trainers.engine import run_stage
     from trainers.sinks import MemorySink

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from runs.models import Checkpoint, MetricPoint, Run, StageRun
-from runs.services.leases import requeue_expired
+from runs.services.dispatch import requeue_expired
 from runs.services.runs import run_fork, run_submit
 from tests import factories as f
 from tests.runs.reduced_plan import reduced_lm_plan
@@ -106,6 +106,16 @@ def test_killed_worker_is_replaced_and_the_run_resumes_exactly(workers, cli_refe
     assert run.state == "succeeded", (run.error, workers.logs())
     stage2 = run.stage_runs.get(stage_index=1)
     assert stage2.attempts == 2
+    # The run page's events lane: the lost worker's requeue, then the resume from the
+    # checkpoint the rescuer started from (runs.selectors.run_events).
+    from runs.selectors.run_events import run_event_list
+
+    events = [e for e in run_event_list(run=run, forks=[]) if e.get("stage") == 1]
+    kinds = {e["kind"]: e for e in events if e["kind"] in ("requeue", "resume")}
+    assert kinds["requeue"]["attempt"] == 1 and kinds["resume"]["attempt"] == 2, events
+    # (its step is the newest checkpoint still indexed before the requeue: pruned ones are
+    # gone once the run ends, so it may be the stage start)
+    assert 40 <= kinds["resume"]["step"] < 80, events
     stored = _stored(run)
     assert len(stored) == len({(k, s) for k, s, _ in stored}), "a (key, step) was stored twice"
     assert set(stored) == cli_reference

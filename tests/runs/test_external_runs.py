@@ -18,9 +18,8 @@ from django.utils import timezone
 
 from runs.models import MetricPoint, Run, RunAnalysis, Series, WorkerLease
 from runs.services.data_access import MODEL_DENIED, PATH_DENIED
-from runs.services.dispatch import dispatch
+from runs.services.dispatch import dispatch, requeue_expired
 from runs.services.external import external_stage_report
-from runs.services.leases import requeue_expired
 from runs.services.runs import run_submit
 from tests import factories as f
 from tests.runs.reduced_plan import reduced_lm_plan
@@ -418,21 +417,12 @@ def test_the_run_page_and_runs_list_render_the_liveness_mark(client, team, user)
     assert 'id="run-last-report"' in html and 'id="run-stale"' in html
     worker_run = run_submit(team=team, queue=_queue(), plan=reduced_lm_plan())
     assert 'id="run-stale"' not in client.get(f"/runs/{worker_run.pk}/").content.decode()
-    for js in ("runs_list.js", "run_page.js"):
+    for js in ("runs_list.js", "run_summary_ui.js"):  # the run page draws it there
         text = (ROOT / "frontend/static/frontend/js" / js).read_text()
         assert "the job may be gone; cancel it if so" in text and "last report" in text
 
 
 # ------------------------------------------------------- end to end: daphne + the trainers CLI
-
-
-@pytest.fixture
-def server(transactional_db, tmp_path):
-    from tests.servers import Daphne
-
-    daphne = Daphne(tmp_path)
-    yield daphne
-    daphne.stop()
 
 
 @pytest.fixture

@@ -103,6 +103,7 @@ class Param:
 PARAMS: dict[str, Param] = {
     "run_id": Param(lambda w: w.run.pk, lambda w: _gone(w.run)),
     "index": Param(lambda w: w.stage.stage_index, lambda w: _gone(w.stage)),
+    "checkpoint_id": Param(lambda w: w.checkpoint.pk, lambda w: _gone(w.checkpoint)),
     "pipeline_id": Param(lambda w: w.pipeline.pk, lambda w: _gone(w.pipeline)),
     "dataset_id": Param(lambda w: w.dataset.pk, lambda w: _gone(w.dataset)),
     "version": Param(lambda w: w.version.version, lambda w: _gone(w.version)),
@@ -312,13 +313,17 @@ def url_for(route: Route, w: World) -> str:
         return str(PARAMS[name].value(w))
 
     path = "/" + re.sub(r"<(?:[^>:]+:)?(\w+)>", fill, route.route)
-    return path + QUERIES.get(route.name, "")
+    query = QUERIES.get(route.name, "")
+    return path + (query(w) if callable(query) else query)  # ids of team A's objects
 
 
 # ------------------------------------------------------------------ bodies, queries, overrides
 
-QUERIES = {
+QUERIES: dict[str, str | Callable[[World], str]] = {
     "api-run-series": "?keys=train/loss",
+    # team A's run in the query: team B gets it in "missing", like a run that does not exist
+    "api-series-bulk": lambda w: f"?runs={w.run.pk}&keys=train/loss,eval/prose/loss",
+    "api-ui-compare": lambda w: f"?runs={w.run.pk}",
     "api-run-export": "?keys=train/loss",
     "api-run-lr-law": "?stage=all",
 }
@@ -338,6 +343,10 @@ BODIES: dict[tuple[str, str], Callable[[World], tuple[Any, str]]] = {
     ("api-run", "patch"): lambda w: ({"name": "renamed", "notes": "n"}, "json"),
     ("api-run-fork", "post"): lambda w: ({"checkpoint": w.checkpoint.pk}, "json"),
     ("api-run-stage-report", "post"): lambda w: ({"state": "running"}, "json"),
+    ("api-run-stage-declare", "post"): lambda w: (
+        {"index": 0, "name": "pt", "start_step": 0},
+        "json",
+    ),
     ("api-run-metrics", "post"): lambda w: (
         {"points": [{"key": "train/loss", "step": 5, "value": 9.0}]},
         "json",
@@ -381,7 +390,8 @@ PAGE_WRITES = {"settings-tokens": "POST makes a token"}
 # Lists that show team A's objects to its viewer (so that their absence for team B means
 # something); every object URL's 200 for the viewer says the same of it.
 SHOWS_TEAM_DATA = {"api-runs", "api-pipelines", "api-datasets", "api-ui-runs", "home",
-                   "compare", "pipelines", "pipeline-new", "datasets"}  # fmt: skip
+                   "compare", "pipelines", "pipeline-new", "datasets",
+                   "api-ui-compare"}  # fmt: skip
 
 MISSING = "missing"  # the same answer as for an object that does not exist (a 404)
 ALLOWED = "allowed"  # a write the caller may make (asserted to succeed, not to change nothing)
@@ -730,6 +740,8 @@ def test_a_team_b_reference_in_a_query_string_shows_nothing_of_team_a(world: Wor
         f"/compare/?runs={w.run.pk}&keys=train/loss",
         f"/pipelines/new/?from={w.pipeline.pk}",
         f"/?pipeline={w.pipeline.pk}",
+        f"/api/series/?runs={w.run.pk}&keys=train/loss&lineage=true",
+        f"/api/ui/compare/?runs={w.run.pk}",
     ]
     for actor, (group, make) in ACTORS.items():
         if group != "outsider":

@@ -43,6 +43,7 @@ POSITIVE_MAY_BE_REFUSED = {
     "POST /api/runs/{run_id}/fork/": "the checkpoint must be one of the run's",
     "POST /api/runs/{run_id}/metrics/": "steps must lie inside the run's stages",
     "POST /api/runs/{run_id}/stages/{index}/": "the stage index must exist",
+    "POST /api/runs/{run_id}/stages/": "stages are declared in order, each after the last's start",
     "GET /api/runs/{run_id}/series/": "min_step <= max_step",
     "GET /api/runs/{run_id}/lr-law/": "the stage needs enough points to fit",
     "POST /api/runs/{run_id}/lr-law/what-if/": "plan rules",
@@ -100,10 +101,11 @@ def _seed() -> dict:
     from django.utils import timezone
 
     from runs.models import ApiToken, Checkpoint, Run, RunState
+    from runs.selectors.run_files import run_dir
     from runs.services.datasets import dataset_version_create
     from runs.services.ingest import IngestPoint, ingest_points
     from runs.services.plans import pipeline_upsert_from_plan
-    from runs.services.runs import run_dir, run_fork, run_submit
+    from runs.services.runs import run_fork, run_submit
     from tests import factories as f
     from tests.runs.reduced_plan import reduced_lm_plan
 

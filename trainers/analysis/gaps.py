@@ -76,6 +76,9 @@ def within_tol(reference, value, higher_is_better: bool, tol: float):
 
     The slack ``REL_EPS * max(|reference|, |value|, tol)`` absorbs the rounding of the
     subtraction (0.80 - 0.75 > 0.05 in binary) and nothing a user could see."""
+    if isinstance(reference, float) and isinstance(value, float):  # the same sums, 10x faster
+        scale = max(abs(reference), abs(value), tol)
+        return worse_by(reference, value, higher_is_better) <= tol + REL_EPS * scale
     scale = np.maximum(np.maximum(np.abs(reference), np.abs(value)), tol)
     return worse_by(reference, value, higher_is_better) <= tol + REL_EPS * scale
 

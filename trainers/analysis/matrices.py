@@ -77,3 +77,21 @@ def loss_forgetting(L) -> list[list[float | None]]:
                 row.append(cur - min(past))
         out.append(row)
     return out
+
+
+def oriented_metrics(matrix, baseline, metric: str) -> dict:
+    """``matrix_metrics`` with accuracy's reading for both metrics: for loss it runs on −L, so
+    a negative BWT and a positive forgetting mean old tasks got worse; ``acc`` is then the
+    mean final loss. ``matrix`` is stages x eval sets (the first T columns are read); FWT
+    needs every ``baseline`` value."""
+    T = len(matrix)
+    sign = 1.0 if metric == "acc" else -1.0
+
+    def flip(x):
+        return None if x is None else sign * x
+
+    R = [[flip(x) for x in row[:T]] for row in matrix]
+    b = [flip(x) for x in baseline] if all(x is not None for x in baseline) else None
+    out = matrix_metrics(R, b)
+    out["acc"] = flip(out["acc"])
+    return out

@@ -70,6 +70,16 @@ class Command(BaseCommand):
     def handle(self, *args, **opts):
         host, port = opts["host"], opts["port"]
         data_dir = Path(settings.STAGEWISE_DATA_DIR)
+        self._check_can_start(data_dir, host, port, opts["queues"])
+        call_command("migrate", interactive=False, verbosity=0)
+        self._first_start(demo=opts["demo"])
+        services = self._services(data_dir, host, port, opts)
+        self._supervise(services, data_dir, host, port)
+
+    @staticmethod
+    def _check_can_start(data_dir: Path, host: str, port: int, queues: str) -> None:
+        """Refuse, with one line, what would fail after the start: an unusable data directory,
+        a taken port, the control queue given as a training queue."""
         try:
             check_data_dir(data_dir)
         except EmbeddedError as exc:
@@ -79,25 +89,25 @@ class Command(BaseCommand):
                 f"port {port} on {host} is already in use; choose another with --port"
             )
         control = settings.STAGEWISE_CONTROL_QUEUE
-        if control in opts["queues"].split(","):
+        if control in queues.split(","):
             raise CommandError(
                 f"--queues: {control} is the control worker's queue, not a training queue"
             )
 
-        call_command("migrate", interactive=False, verbosity=0)
-        self._first_start(demo=opts["demo"])
-
+    def _services(self, data_dir: Path, host: str, port: int, opts) -> list[Child | Embedded]:
+        """What the supervisor keeps running: the embedded servers this process owns, the web
+        server and (unless --no-worker) the training worker, the control worker and the
+        scheduler."""
         # The mode is passed on explicitly, so every child reads the settings this process read
         # (webapp/settings.py: the URLs it inherits would otherwise mean "deployment").
         env = {**os.environ, "PYTHONUNBUFFERED": "1",
                "STAGEWISE_EMBEDDED": "true" if settings.STAGEWISE_EMBEDDED else "false"}  # fmt: skip
         py = sys.executable
         # The embedded servers come first: after a crash, the children need them back.
-        owned = settings.STAGEWISE_EMBEDDED_SERVERS
         services: list[Child | Embedded] = [
             Embedded(name, partial(running, data_dir), partial(ensure, data_dir))
             for name, running, ensure in _EMBEDDED_SERVERS
-            if name in owned
+            if name in settings.STAGEWISE_EMBEDDED_SERVERS
         ]
 
         def child(name: str, cmd: list[str]) -> None:
@@ -115,12 +125,18 @@ class Command(BaseCommand):
             child("worker", [py, "-m", "celery", "-A", "webapp", "worker", "-Q", queues,
                              "--concurrency", "1", "--loglevel", "WARNING", "-n", node])  # fmt: skip
             # The scheduler's tasks only (webapp/settings.py), so they never wait on a stage.
+            control = settings.STAGEWISE_CONTROL_QUEUE
             child("control", [py, "-m", "celery", "-A", "webapp", "worker", "-Q", control,
                               "--concurrency", "1", "-P", "solo", "--loglevel", "WARNING",
                               "-n", "control@%h"])  # fmt: skip
             child("scheduler", [py, "-m", "celery", "-A", "webapp", "beat", "--loglevel", "WARNING",
                                 "-s", str(data_dir / "celerybeat-schedule")])  # fmt: skip
+        return services
 
+    def _supervise(
+        self, services: list[Child | Embedded], data_dir: Path, host: str, port: int
+    ) -> None:
+        """Keep ``services`` running until Ctrl-C or SIGTERM, then stop the embedded servers."""
         supervisor = Supervisor(services, log=self.stderr.write)
 
         def on_signal(signum, frame):
@@ -129,6 +145,7 @@ class Command(BaseCommand):
         signal.signal(signal.SIGINT, on_signal)
         signal.signal(signal.SIGTERM, on_signal)
         self.stdout.write(f"Stagewise is up at http://{host}:{port}/  (Ctrl-C to stop)")
+        owned = settings.STAGEWISE_EMBEDDED_SERVERS
         try:
             supervisor.run()  # returns once a signal asked to stop, with every child stopped
         finally:

@@ -30,6 +30,7 @@ async function request(method, url, body) {
 export const getJSON = (url) => request("GET", url);
 export const postJSON = (url, body = {}) => request("POST", url, body);
 export const putJSON = (url, body = {}) => request("PUT", url, body);
+export const patchJSON = (url, body = {}) => request("PATCH", url, body);
 export const deleteJSON = (url) => request("DELETE", url);
 
 // One readable line per field error: "stages.1.data.0.weight: must be >= 0".

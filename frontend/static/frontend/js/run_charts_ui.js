@@ -1,44 +1,73 @@
-// Plotly charts on the global step axis: one trace per series key, stage bands and boundary
-// lines as layout shapes, new points appended with Plotly.extendTraces (never a full redraw).
+// Plotly charts of the run page. A chart keeps each key's line as read (global steps, values,
+// and min/max per bucket when downsampled) and draws it in the chart's view: x axis (global
+// step, tokens seen, wall time, step within stage: run_axes.js), EMA smoothing restarting at
+// stage boundaries, log y (traces from run_traces.js). Stage bands and boundary lines are
+// layout shapes; the run's events are markers on the first curve and, on a chart with a lane,
+// a row of glyphs under it. New points are appended with Plotly.extendTraces (one call per
+// animation frame); a change of view or of a line redraws with Plotly.react.
+import { laneLayout, laneTraces, markerTrace } from "./run_events_ui.js";
+import { lineTraces, PALETTE, prefixTraces } from "./run_traces.js";
 
-const PALETTE = ["#2f6fde", "#e4572e", "#17a398", "#f3a712", "#8e44ad", "#3c4858", "#c0392b", "#27ae60"];
 const STAGE_FILL = ["rgba(47,111,222,0.06)", "rgba(228,87,46,0.06)", "rgba(23,163,152,0.07)", "rgba(243,167,18,0.08)"];
 
-export function stageShapes(stages) {
+// Stage bands, boundary lines (named boundary-i) and stage names; toX maps a step to x.
+export function stageShapes(stages, toX = (s) => s) {
   const shapes = [];
   const annotations = [];
   stages.forEach((st, i) => {
-    shapes.push({ type: "rect", xref: "x", yref: "paper", x0: st.start_step, x1: st.end_step, y0: 0, y1: 1,
+    const x0 = toX(st.start_step);
+    const x1 = toX(st.end_step);
+    shapes.push({ type: "rect", xref: "x", yref: "paper", x0, x1, y0: 0, y1: 1,
       fillcolor: STAGE_FILL[i % STAGE_FILL.length], line: { width: 0 }, layer: "below" });
     if (i < stages.length - 1) {
-      shapes.push({ type: "line", xref: "x", yref: "paper", x0: st.end_step, x1: st.end_step, y0: 0, y1: 1,
+      shapes.push({ type: "line", xref: "x", yref: "paper", x0: x1, x1, y0: 0, y1: 1,
         line: { color: "#5b6575", width: 1.5, dash: "dash" }, name: `boundary-${i}` });
     }
-    annotations.push({ xref: "x", yref: "paper", x: (st.start_step + st.end_step) / 2, y: 1.02,
+    annotations.push({ xref: "x", yref: "paper", x: toX((st.start_step + st.end_step) / 2), y: 1.02,
       text: st.name, showarrow: false, font: { size: 11, color: "#5b6575" }, yanchor: "bottom" });
   });
   return { shapes, annotations };
 }
 
+// y of a line at a step (the nearest point at or before it; else its first).
+function valueAt(line, step) {
+  if (!line || !line.steps.length) return null;
+  let lo = 0;
+  let hi = line.steps.length - 1;
+  while (lo < hi) {
+    const mid = (lo + hi + 1) >> 1;
+    if (line.steps[mid] <= step) lo = mid; else hi = mid - 1;
+  }
+  return line.values[lo];
+}
+
 export class LiveChart {
-  constructor(div, { ytitle = "", logy = false, label = (k) => k, height } = {}) {
+  // axes: the page's RunAxes; lane: draw the events lane under this chart.
+  constructor(div, { ytitle = "", logy = false, label = (k) => k, height, axes, lane = false } = {}) {
     this.div = div;
-    this.index = new Map(); // key -> trace index (the run's own, live traces only)
-    this.colors = new Map(); // key -> colour, shared by a key's live and parent-prefix traces
-    this.prefixKeys = new Set(); // keys with a parent-prefix trace (static, never extended)
-    this.pending = new Map(); // key -> {x: [], y: []}
+    this.axes = axes;
+    this.lane = lane;
+    this.ytitle = ytitle;
+    this.height = height;
     this.label = label;
-    this.stageLayout = { shapes: [], annotations: [] };
+    this.view = { x: "step", smooth: 0, logy };
+    this.lines = new Map(); // key -> {steps, values, min?, max?} (global steps)
+    this.prefix = new Map(); // key -> {steps, values, parentId}: a fork's inherited points
+    this.index = new Map(); // key -> index in div.data of its (last) line trace
+    this.extend = new Map(); // key -> {line, raw, ema}: what appending continues
+    this.colors = new Map();
+    this.pending = new Map(); // key -> {steps, values} not drawn yet
+    this.stages = [];
+    this.events = [];
     this.extraAnnotations = [];
     this.zoomed = false;
+    this.dirty = true;
     this.scheduled = false;
-    const layout = {
-      margin: { l: 55, r: 15, t: 28, b: 40 }, hovermode: "x unified", showlegend: true,
-      legend: { orientation: "h", y: -0.18 }, xaxis: { title: { text: "global step" } },
-      yaxis: { title: { text: ytitle }, type: logy ? "log" : "linear" }, uirevision: "keep",
-    };
-    if (height) layout.height = height;
-    Plotly.newPlot(div, [], layout, { responsive: true, displaylogo: false });
+    Plotly.newPlot(div, [], this._layout(), { responsive: true, displaylogo: false });
+    div.on("plotly_click", (ev) => {
+      const url = ev.points && ev.points[0] && ev.points[0].customdata;
+      if (typeof url === "string" && url.startsWith("/runs/")) window.location.href = url;
+    });
   }
 
   _color(key) {
@@ -46,88 +75,148 @@ export class LiveChart {
     return this.colors.get(key);
   }
 
-  _trace(key) {
-    if (!this.index.has(key)) {
-      const i = this.div.data.length; // after any parent-prefix traces already drawn
-      this.index.set(key, i);
-      Plotly.addTraces(this.div, { x: [], y: [], name: this.label(key), mode: "lines", type: "scatter",
-        line: { color: this._color(key), width: 1.6 }, meta: key });
+  _style(key) {
+    return { color: this._color(key), label: this.label(key), stageName: (i) => (this.stages[i] ? this.stages[i].name : `stage ${i}`) };
+  }
+
+  _toX() { return (s) => this.axes.toX(this.view.x, s); }
+
+  _layout() {
+    const toX = this._toX();
+    const staged = this.view.x === "stage";
+    const st = staged ? { shapes: [], annotations: [] } : stageShapes(this.stages, toX);
+    const anns = this.extraAnnotations.map((a) => ({ ...a, x: toX(a.x) }));
+    const layout = {
+      margin: { l: 55, r: 15, t: 28, b: 40 }, hovermode: "x unified", showlegend: true,
+      legend: { orientation: "h", y: -0.18 }, uirevision: this.view.x,
+      xaxis: { title: { text: this.axes.title(this.view.x) }, type: this.view.x === "time" ? "date" : "linear" },
+      yaxis: { title: { text: this.ytitle }, type: this.view.logy ? "log" : "linear" },
+      shapes: st.shapes, annotations: [...st.annotations, ...anns],
+    };
+    if (this.lane) {
+      layout.yaxis.domain = [0.3, 1];
+      layout.yaxis2 = laneLayout();
+      layout.xaxis.anchor = "y2";
     }
-    return this.index.get(key);
+    if (this.height) layout.height = this.height;
+    return layout;
   }
 
-  // A fork's shared prefix: the parent's points up to the fork step, drawn once as a muted,
-  // static trace. It is not in `index`, so setSeries/append/zoom never touch it.
+  _traces() {
+    const traces = [];
+    for (const [key, p] of this.prefix) traces.push(...prefixTraces(key, p, this.view, this.axes, this._style(key)));
+    this.index.clear();
+    this.extend.clear();
+    for (const [key, line] of this.lines) {
+      const { traces: own, ema } = lineTraces(key, line, this.view, this.axes, this._style(key));
+      const base = traces.length;
+      traces.push(...own);
+      const last = own.map((t) => t.meta).lastIndexOf(key);
+      const raw = own.map((t) => t.meta).lastIndexOf(`raw:${key}`);
+      this.index.set(key, base + last);
+      this.extend.set(key, { line: base + last, raw: raw < 0 ? null : base + raw, ema, stage: this.axes.stageOf(line.steps[line.steps.length - 1] ?? 0) });
+    }
+    const first = this.lines.values().next().value;
+    const marks = markerTrace(this.events, this._toX(), (s) => valueAt(first, s));
+    if (marks) traces.push(marks);
+    if (this.lane) traces.push(...laneTraces(this.events, this._toX()));
+    return traces;
+  }
+
+  render() {
+    this.dirty = false;
+    this.pending.clear();
+    Plotly.react(this.div, this._traces(), this._layout(), { responsive: true, displaylogo: false });
+  }
+
+  _schedule(dirty) {
+    if (dirty) this.dirty = true;
+    if (this.scheduled) return;
+    this.scheduled = true;
+    requestAnimationFrame(() => this.flush());
+  }
+
+  // Replace a key's line (a full read, a zoom window): {steps, values, min?, max?}.
+  setLine(key, s) {
+    this.lines.set(key, { steps: s.steps.slice(), values: s.values.slice(),
+      min: s.min ? s.min.slice() : null, max: s.max ? s.max.slice() : null });
+    this._schedule(true);
+  }
+
+  setSeries(key, steps, values) { this.setLine(key, { steps, values }); }
+
+  // A fork's shared prefix: the parent's points up to the fork step, drawn muted.
   addParentPrefix(key, steps, values, parentId) {
-    if (this.prefixKeys.has(key) || !steps.length) return;
-    this.prefixKeys.add(key);
-    const group = `parent #${parentId}`;
-    Plotly.addTraces(this.div, { x: steps.slice(), y: values.slice(), type: "scatter", mode: "lines",
-      name: `${this.label(key)} (${group})`, legendgroup: group, opacity: 0.4,
-      line: { color: this._color(key), width: 1.4 }, meta: `parent:${key}`,
-      hovertemplate: `${group}: %{y}<extra></extra>` });
+    if (this.prefix.has(key) || !steps.length) return;
+    this.prefix.set(key, { steps: steps.slice(), values: values.slice(), parentId });
+    this._schedule(true);
   }
 
-  // Replace a trace's points (initial load, zoom window).
-  setSeries(key, steps, values) {
-    const i = this._trace(key);
-    this.pending.delete(key);
-    Plotly.restyle(this.div, { x: [steps.slice()], y: [values.slice()] }, [i]);
-  }
-
-  // Queue points for the next animation frame; many socket batches become one extendTraces.
+  // New points after the line's last (deduped by run_series.js): drawn on the next frame.
   append(key, steps, values) {
     if (!steps.length) return;
-    this._trace(key);
-    const p = this.pending.get(key) || { x: [], y: [] };
-    p.x.push(...steps);
-    p.y.push(...values);
+    if (!this.lines.has(key)) this.lines.set(key, { steps: [], values: [], min: null, max: null });
+    const line = this.lines.get(key);
+    line.steps.push(...steps);
+    line.values.push(...values);
+    const p = this.pending.get(key) || { steps: [], values: [] };
+    p.steps.push(...steps);
+    p.values.push(...values);
     this.pending.set(key, p);
-    if (!this.scheduled) {
-      this.scheduled = true;
-      requestAnimationFrame(() => this.flush());
-    }
+    this._schedule(!this.extend.has(key));
   }
 
   flush() {
     this.scheduled = false;
+    const staged = this.view.x === "stage";
+    const crosses = [...this.pending].some(([key, p]) => staged && p.steps.some((s) => this.axes.stageOf(s) !== this.extend.get(key)?.stage));
+    if (this.dirty || crosses) { this.render(); return; }
     if (!this.pending.size) return;
     const xs = [], ys = [], idx = [];
+    const toX = this._toX();
     for (const [key, p] of this.pending) {
-      xs.push(p.x); ys.push(p.y); idx.push(this.index.get(key));
+      const ex = this.extend.get(key);
+      xs.push(p.steps.map(toX));
+      ys.push(p.values.map((v, i) => ex.ema.push(p.steps[i], v)));
+      idx.push(ex.line);
+      if (ex.raw !== null) { xs.push(p.steps.map(toX)); ys.push(p.values.slice()); idx.push(ex.raw); }
     }
     this.pending.clear();
     Plotly.extendTraces(this.div, { x: xs, y: ys }, idx);
   }
 
+  // Points drawn for a key (its own line traces; the envelope and prefix not counted).
   pointCount(key) {
-    const i = this.index.get(key);
-    return i === undefined ? 0 : this.div.data[i].x.length;
+    return (this.div.data || []).filter((t) => t.meta === key).reduce((n, t) => n + t.x.length, 0);
   }
 
-  _relayoutAnnotations() {
-    Plotly.relayout(this.div, { shapes: this.stageLayout.shapes,
-      annotations: [...this.stageLayout.annotations, ...this.extraAnnotations] });
+  setStages(stages) { this.stages = stages; this._schedule(true); }
+
+  setAnnotations(anns) { this.extraAnnotations = anns; this._schedule(true); }
+
+  setEvents(events) { this.events = events; this._schedule(true); }
+
+  // patch: {x?, smooth?, logy?}. A new x axis drops a zoom window (the whole run is re-read).
+  setView(patch) {
+    const reread = patch.x !== undefined && patch.x !== this.view.x && this.zoomed;
+    this.view = { ...this.view, ...patch };
+    this._schedule(true);
+    if (reread) { this.zoomed = false; this.zoomCb?.(null); }
   }
 
-  setStages(stages) {
-    this.stageLayout = stageShapes(stages);
-    this._relayoutAnnotations();
-  }
+  setLogY(on) { this.setView({ logy: on }); }
 
-  setAnnotations(anns) {
-    this.extraAnnotations = anns;
-    this._relayoutAnnotations();
-  }
-
-  setLogY(on) { Plotly.relayout(this.div, { "yaxis.type": on ? "log" : "linear" }); }
-
-  // cb([lo, hi]) on a zoom, cb(null) on a reset to autorange.
+  // cb([lo, hi]) in global steps on a zoom, cb(null) on a reset to autorange. With x = step
+  // within stage a window has no single step range: the zoom stays on the points drawn.
   onZoom(cb) {
+    this.zoomCb = cb;
     this.div.on("plotly_relayout", (ev) => {
       if (ev["xaxis.range[0]"] !== undefined) {
+        const lo = this.axes.fromX(this.view.x, ev["xaxis.range[0]"]);
+        const hi = this.axes.fromX(this.view.x, ev["xaxis.range[1]"]);
+        if (lo === null || hi === null) return;
         this.zoomed = true;
-        cb([Math.max(0, Math.floor(ev["xaxis.range[0]"])), Math.ceil(ev["xaxis.range[1]"])]);
+        cb([Math.max(0, Math.floor(lo)), Math.max(0, Math.ceil(hi))]);
       } else if (ev["xaxis.autorange"]) {
         this.zoomed = false;
         cb(null);
@@ -135,14 +224,20 @@ export class LiveChart {
     });
   }
 
-  keys() { return [...this.index.keys()]; }
+  keys() { return [...this.lines.keys()]; }
+
+  clear() {
+    this.lines.clear();
+    this.prefix.clear();
+    this._schedule(true);
+  }
 }
 
 export function heatmap(div, m) {
   const z = m.values.map((row) => row.map((v) => (v === null ? null : v)));
   const text = z.map((row) => row.map((v) => (v === null ? "" : Number(v).toPrecision(3))));
   Plotly.react(div, [{ type: "heatmap", z, x: m.eval_sets, y: m.stages, text, texttemplate: "%{text}",
-    colorscale: m.higher_is_better ? "Viridis" : "Viridis", reversescale: !m.higher_is_better,
+    colorscale: "Viridis", reversescale: !m.higher_is_better,
     hovertemplate: "after %{y}<br>eval %{x}: %{z:.4f}<extra></extra>" }],
   { margin: { l: 90, r: 10, t: 10, b: 50 }, xaxis: { title: { text: `eval set (${m.metric})` } },
     yaxis: { title: { text: "end of stage" }, autorange: "reversed" } },

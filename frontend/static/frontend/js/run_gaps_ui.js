@@ -1,7 +1,8 @@
-// The run page's stability-gap table (GET /api/ui/runs/{id}/analysis/): per stage boundary, one
-// row for each task learned before it whose eval metric dropped by more than the tolerance, then
-// one line folding the rest ("2 tasks without a drop", "1 not measured yet"). Tasks not trained
-// yet and the boundary's own new task are never listed (the server leaves them out).
+// The run page's stability-gap table (GET /api/ui/runs/{id}/analysis/, or a socket batch's
+// `run_analysis`): per stage boundary, one row for each task learned before it whose eval
+// metric dropped by more than the tolerance, then one line folding the rest ("2 tasks without
+// a drop", "1 not measured yet"). Tasks not trained yet and the boundary's own new task are
+// never listed (the server leaves them out).
 import { fmtNum, h, replaceChildren } from "./dom.js";
 
 const COLUMNS = 8;
@@ -41,4 +42,11 @@ export function renderGapTable(tbody, emptyEl, a) {
   replaceChildren(tbody, shown);
   emptyEl.hidden = shown.length > 0;
   return drops;
+}
+
+// The eval chart's markers: one per drop row of the chart's metric, at its worst point.
+export function gapAnnotations(drops, metric) {
+  return drops.filter((g) => g.dropped && g.metric === metric).map((g) => ({
+    x: g.extreme_step, y: g.extreme_value, xref: "x", yref: "y", text: `gap ${fmtNum(g.drop_depth, 2)}`,
+    showarrow: true, arrowhead: 2, ax: 0, ay: metric === "acc" ? 30 : -30, font: { size: 10 } }));
 }

@@ -40,7 +40,11 @@ export class LrLawPanel {
   }
 
   // From every summary load: the stages (state, last_step) and the current stage index.
-  update(stages, currentIndex) {
+  update(stages, currentIndex, freeForm = false) {
+    if (freeForm) { // no planned schedule to extrapolate: say so instead of asking the server
+      this.show("A free-form run (logged without a plan) has no planned LR schedule: the law extrapolates one, so it fits runs logged with a plan.");
+      return;
+    }
     const sig = (list) => list.map((s) => `${s.index}:${s.name}`).join("|");
     if (sig(stages) !== sig(this.stages)) {
       const options = stages.map((s) => h("option", { value: s.index }, `${s.index + 1}. ${s.name}`));

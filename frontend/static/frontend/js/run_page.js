@@ -1,274 +1,128 @@
-// The run page: live charts (socket + catch-up), stage timeline, stability gaps, forgetting
-// matrix, continual-learning metrics (pushed with socket batches), LR-law fit, checkpoints with
-// fork, events, cancel.
-import { ApiError, errorLines, getJSON, postJSON } from "./api.js";
-import { fmtBytes, fmtDuration, fmtNum, h, pageData, replaceChildren } from "./dom.js";
+// The run page's controller: wires the live series (run_series.js over run_socket.js), the
+// summary (polled while the run may change), the run's events (GET /api/runs/{id}/events/,
+// re-read when a stage changes state or the socket reports an event), the analysis the socket
+// pushes (run_analysis_store.js) and the panels that draw them: charts with their x axis,
+// smoothing and log-y tools, the events lane and markers, stage timeline, stability gaps,
+// forgetting matrix, continual-learning metrics, LR-law fit, checkpoints, forks, a failed
+// run's traceback, name, tags and notes, cancel and delete.
+import { getJSON, postJSON } from "./api.js";
+import { pageData } from "./dom.js";
+import { AnalysisStore, finishedMatrix } from "./run_analysis_store.js";
 import { renderAnalysis } from "./run_analysis_ui.js";
-import { renderGapTable } from "./run_gaps_ui.js";
+import { RunAxes } from "./run_axes.js";
+import { ChartTools } from "./run_chart_tools.js";
 import { heatmap, LiveChart } from "./run_charts_ui.js";
+import { renderEventList, renderFailure, renderForks } from "./run_events_ui.js";
+import { gapAnnotations, renderGapTable } from "./run_gaps_ui.js";
 import { LrLawPanel } from "./run_lr_law.js";
-import { SeriesStore } from "./run_store.js";
+import { MetricChoices } from "./run_metrics_ui.js";
+import { bindDelete, RunMeta } from "./run_meta_ui.js";
+import { parentPrefix, RunSeries } from "./run_series.js";
 import { connectRun } from "./run_socket.js";
+import { EventLog, isFinished, showError, SummaryView } from "./run_summary_ui.js";
 
 const data = pageData();
 const runId = data.id;
 const base = `/api/runs/${runId}`;
-const store = new SeriesStore();
-const MAX_AFTER = 50000;
+const $ = (id) => document.getElementById(id);
 
-const evalMetricSel = document.getElementById("eval-metric");
+// ---------------------------------------------------------------- charts
+const axes = new RunAxes();
+const metrics = new MetricChoices($("eval-metric"), $("other-metric"));
 const charts = {
-  train: new LiveChart(document.getElementById("chart-train"), { ytitle: "loss" }),
-  eval: new LiveChart(document.getElementById("chart-eval"), {
-    ytitle: evalMetricSel.value, label: (k) => k.split("/")[1] }),
-  lr: new LiveChart(document.getElementById("chart-lr"), { ytitle: "lr", height: 260 }),
+  train: new LiveChart($("chart-train"), { ytitle: "loss", axes, lane: true }),
+  eval: new LiveChart($("chart-eval"), { ytitle: "", axes, label: (k) => k.split("/")[1] }),
+  lr: new LiveChart($("chart-lr"), { ytitle: "lr", height: 260, axes }),
+  other: new LiveChart($("chart-other"), { ytitle: "", height: 260, axes }),
 };
 window.stagewiseCharts = charts; // read by the browser tests
+const tools = Object.keys(charts).map((name) => new ChartTools(name, () => charts[name], axes));
 
 function chartFor(key) {
   if (key === "train/loss") return charts.train;
   if (key === "lr") return charts.lr;
-  const p = key.split("/");
-  if (p[0] === "eval" && p.length === 3 && p[2] === evalMetricSel.value) return charts.eval;
-  return null; // stored, but not drawn on this page
+  if (metrics.isEval(key)) return key.split("/")[2] === metrics.eval.value ? charts.eval : null;
+  return key === metrics.other.value ? charts.other : null;
 }
 
-// ---------------------------------------------------------------- live series
-let syncing = false;
-let buffered = [];
+// ---------------------------------------------------------------- state
 let summary = null;
-
-function draw(key, steps, values) {
-  const fresh = store.merge(key, steps, values);
-  const chart = chartFor(key);
-  if (chart && fresh.steps.length) chart.append(key, fresh.steps, fresh.values);
-  return fresh.steps.length;
-}
-
-async function fullLoad() {
-  const { keys } = await getJSON(`${base}/metrics/`);
-  if (!keys.length) return;
-  const q = encodeURIComponent(keys.join(","));
-  const { series } = await getJSON(`${base}/series/?keys=${q}&max_points=2000`);
-  for (const [key, s] of Object.entries(series)) {
-    store.reset(key, s.steps);
-    const chart = chartFor(key);
-    if (chart) chart.setSeries(key, s.steps, s.values);
-  }
-}
-
-async function catchUp(keys) {
-  for (const key of keys) {
-    for (;;) {
-      const after = store.lastStep(key);
-      const url = `${base}/series/?keys=${encodeURIComponent(key)}&after_step=${after}`;
-      const s = (await getJSON(url)).series[key];
-      draw(key, s.steps, s.values);
-      if (s.steps.length < MAX_AFTER) break;
-    }
-  }
-}
-
-// Run fn while socket batches wait in `buffered`; afterwards replay them (dedupe by step).
-async function withSync(fn) {
-  syncing = true;
-  try { await fn(); } catch (e) { showError(e); }
-  syncing = false;
-  const queued = buffered;
-  buffered = [];
-  queued.forEach(onMessage);
-}
-
-let analysisTimer = null;
-function onPoints(msg) {
-  const gaps = Object.entries(msg.series)
-    .filter(([key, s]) => s.steps.length && store.gapBefore(key, Math.min(...s.steps)))
-    .map(([key]) => key);
-  if (gaps.length) {
-    buffered.push(msg);
-    withSync(() => catchUp(gaps));
-    return;
-  }
-  let evalSeen = false;
-  for (const [key, s] of Object.entries(msg.series)) {
-    draw(key, s.steps, s.values);
-    if (key.startsWith("eval/")) evalSeen = true;
-  }
-  if (msg.analysis) showContinual(msg.analysis);
-  if (evalSeen) {
-    clearTimeout(analysisTimer);
-    analysisTimer = setTimeout(loadAnalysis, 800);
-  }
-}
-
-function onMessage(msg) {
-  if (syncing) { buffered.push(msg); return; }
-  if (msg.type === "run.points") onPoints(msg);
-  else if (msg.type === "run.event") onEvent(msg);
-}
-
-let firstOpen = true;
-const socket = connectRun(runId, {
-  onOpen: () => withSync(async () => {
-    if (firstOpen) { firstOpen = false; await fullLoad(); } else loadContinual(); // pushes missed while away
-    await catchUp(store.keys()); // a reconnect: everything after the last drawn step
-  }),
-  onMessage,
-  onStatus: (s) => {
-    const el = document.getElementById("live-status");
-    el.textContent = s;
-    el.dataset.state = s;
+let timeline = null; // the last GET .../events/
+let parentSeries = null; // a fork's parent points up to the fork step: key -> {steps, values}
+const log = new EventLog($("events"));
+const summaryView = new SummaryView({ canWrite: data.can_write, log });
+const lrLaw = new LrLawPanel(runId, { onError: showError });
+const meta = new RunMeta(runId, { canWrite: data.can_write, onError: showError });
+const showDelete = bindDelete(runId, { canWrite: data.can_write, log });
+const analysis = new AnalysisStore(runId, ({ continual, boundaries }) => {
+  if (continual) renderAnalysis($("analysis-panel"), continual);
+  if (boundaries) renderBoundaries();
+});
+const series = new RunSeries(runId, {
+  chartFor, onError: showError, onKeys: (keys) => metrics.update(keys), dispatch: (msg) => {
+    if (msg.type === "run.points") onPoints(msg);
+    else if (msg.type === "run.event") onEvent(msg);
   },
 });
-window.stagewiseSocket = socket;
 
-// Zoom: fetch a finer window for the visible range; reset: the whole run again.
-for (const chart of [charts.train, charts.eval]) {
-  chart.onZoom(async (range) => {
-    const keys = chart.keys();
-    if (!keys.length) return;
-    let url = `${base}/series/?keys=${encodeURIComponent(keys.join(","))}&max_points=1000`;
-    if (range) url += `&min_step=${range[0]}&max_step=${range[1]}`;
-    try {
-      const { series } = await getJSON(url);
-      for (const [key, s] of Object.entries(series)) chart.setSeries(key, s.steps, s.values);
-    } catch (e) { showError(e); }
-  });
+// Gap table, gap markers on the eval chart, matrix: from the pushed analysis and the stage
+// states of the last summary.
+function renderBoundaries() {
+  const a = analysis.boundaries;
+  if (!a) return;
+  const drops = renderGapTable(document.querySelector("#gaps-table tbody"), $("gaps-empty"), a);
+  charts.eval.setAnnotations(gapAnnotations(drops, metrics.eval.value));
+  const m = finishedMatrix(a, summary ? summary.stages : [], metrics.eval.value);
+  if (m) heatmap($("chart-matrix"), m);
 }
-
-// ---------------------------------------------------------------- a fork's shared prefix
-// A fork stores only points after its fork step: draw the parent's points up to it (once) as
-// muted traces. They live outside `store`, so dedupe and catch-up never see them.
-let parentSeries = null; // key -> {steps, values}
-const drawsParentKey = (k) => k === "train/loss" || k === "lr" || (k.startsWith("eval/") && k.split("/").length === 3);
 
 function drawParentPrefix() {
   if (!parentSeries) return;
-  for (const [key, s] of Object.entries(parentSeries)) {
-    chartFor(key)?.addParentPrefix(key, s.steps, s.values, data.parent);
-  }
+  for (const [key, s] of Object.entries(parentSeries)) chartFor(key)?.addParentPrefix(key, s.steps, s.values, data.parent);
 }
 
 async function loadParentPrefix() {
-  if (!data.parent || data.fork_step === null || data.fork_step === undefined) return;
-  const pbase = `/api/runs/${data.parent}`;
   try {
-    const keys = (await getJSON(`${pbase}/metrics/`)).keys.filter(drawsParentKey);
-    if (!keys.length) return;
-    const q = encodeURIComponent(keys.join(","));
-    const { series } = await getJSON(`${pbase}/series/?keys=${q}&max_step=${data.fork_step}&max_points=1000`);
-    parentSeries = {};
-    for (const [key, s] of Object.entries(series)) {
-      const n = s.steps.filter((st) => st <= data.fork_step).length; // steps are sorted
-      parentSeries[key] = { steps: s.steps.slice(0, n), values: s.values.slice(0, n) };
-    }
+    parentSeries = await parentPrefix(data.parent, data.fork_step, (k) => k === "train/loss" || k === "lr" || metrics.isEval(k));
     drawParentPrefix();
   } catch (e) {
-    logEvent(`parent #${data.parent} points unavailable: ${e}`); // the fork's own curves still work
+    log.add(`parent #${data.parent} points unavailable: ${e}`); // the fork's own curves still work
   }
 }
 
-evalMetricSel.addEventListener("change", async () => {
-  Plotly.purge(charts.eval.div);
-  charts.eval = new LiveChart(document.getElementById("chart-eval"), {
-    ytitle: evalMetricSel.value, label: (k) => k.split("/")[1] });
-  drawParentPrefix();
-  const keys = store.keys().filter((k) => chartFor(k) === charts.eval);
-  if (keys.length) {
-    const { series } = await getJSON(`${base}/series/?keys=${encodeURIComponent(keys.join(","))}&max_points=2000`);
-    for (const [key, s] of Object.entries(series)) charts.eval.setSeries(key, s.steps, s.values);
+// ---------------------------------------------------------------- metric choices, visibility
+// Cards show only what the run has: a chart without points is hidden once the run is finished
+// (a failed run shows its traceback instead of empty axes); the eval and "more metrics"
+// pickers offer the run's own keys only.
+function updateCards() {
+  const keys = series.keys();
+  const open = !summary || !isFinished(summary);
+  const show = { "train-card": keys.includes("train/loss") || open, "lr-card": keys.includes("lr") || open,
+    "eval-card": metrics.eval.options.length > 0, "other-card": metrics.other.options.length > 0,
+    "matrix-card": metrics.eval.options.length > 0 };
+  for (const [id, on] of Object.entries(show)) {
+    const card = $(id);
+    if (card.hidden === !on) continue;
+    card.hidden = !on;
+    if (on) card.querySelectorAll(".js-plotly-plot").forEach((d) => Plotly.Plots.resize(d));
   }
-  if (summary) charts.eval.setStages(summary.stages);
-  loadAnalysis();
-});
-
-// ---------------------------------------------------------------- summary, timeline, events
-function showError(e) {
-  const el = document.getElementById("run-error");
-  el.textContent = e instanceof ApiError ? errorLines(e).map(([k, m]) => (k ? `${k}: ${m}` : m)).join("; ") : String(e);
+  $("charts").hidden = !Object.values(show).some(Boolean);
 }
 
-const events = document.getElementById("events");
-function logEvent(text, kind = "") {
-  events.prepend(h("li", { class: kind }, h("time", {}, new Date().toLocaleTimeString()), " ", text));
+async function switchMetric(chart) {
+  chart.clear();
+  chart.ytitle = chart === charts.eval ? metrics.eval.value : metrics.other.value;
+  if (chart === charts.eval) drawParentPrefix();
+  await series.reload(chart, series.keys().filter((k) => chartFor(k) === chart), { maxPoints: 2000 });
+  if (chart === charts.eval) renderBoundaries();
 }
+metrics.onChange = (which) => switchMetric(which === "eval" ? charts.eval : charts.other);
 
-const seenStates = new Map();
-function renderSummary(s) {
-  const prevRun = seenStates.get("run");
-  if (prevRun && prevRun !== s.state) logEvent(`run ${s.state}`, `state-${s.state}`);
-  seenStates.set("run", s.state);
-  for (const st of s.stages) {
-    const prev = seenStates.get(st.index);
-    if (prev !== undefined && prev !== st.state) logEvent(`stage ${st.name}: ${st.state}`);
-    seenStates.set(st.index, st.state);
-  }
-  const badge = document.getElementById("run-state");
-  badge.textContent = s.state;
-  badge.className = `badge state-${s.state}`;
-  const p = s.progress;
-  document.getElementById("run-progress-bar").style.width = `${(p.fraction * 100).toFixed(1)}%`;
-  document.getElementById("run-progress-text").textContent =
-    `stage ${p.stage_index + 1}/${p.stage_count} (${p.stage_name}) · step ${p.step} of ${p.total}` +
-    (p.eta_seconds !== null ? ` · ETA ${fmtDuration(p.eta_seconds)}` : "");
-  if (s.error) document.getElementById("run-error").textContent = s.error;
-  renderLiveness(s);
-  const total = p.total || 1;
-  replaceChildren(document.getElementById("timeline"), s.stages.map((st) => {
-    const done = st.state === "succeeded" || st.state === "skipped" ? st.end_step : (st.last_step ?? st.start_step);
-    const frac = Math.max(0, Math.min(1, (done - st.start_step) / (st.end_step - st.start_step)));
-    return h("div", { class: `stage state-${st.state}`, style: `flex:${(st.end_step - st.start_step) / total}`,
-      title: `${st.name}: steps ${st.start_step + 1}–${st.end_step} (${st.state})` },
-    h("div", { class: "stage-fill", style: `width:${(frac * 100).toFixed(1)}%` }),
-    h("span", { class: "stage-name" }, st.name), h("span", { class: "stage-state" }, st.state));
-  }));
-  const cancel = document.getElementById("cancel-run");
-  cancel.hidden = !data.can_write || ["succeeded", "failed", "canceled"].includes(s.state);
-  renderCheckpoints(s.checkpoints);
-}
-
-// An external run's only sign of life is its reports: how long ago the last one came, and a
-// warning once that is past the server's stale threshold (the run is not failed for it).
-function fmtAgo(seconds) {
-  if (seconds < 60) return `${seconds} s`;
-  if (seconds < 3600) return `${Math.floor(seconds / 60)} min`;
-  return `${Math.floor(seconds / 3600)} h ${Math.floor((seconds % 3600) / 60)} min`;
-}
-function renderLiveness(s) {
-  const last = document.getElementById("run-last-report");
-  const stale = document.getElementById("run-stale");
-  if (!last || !stale) return;
-  const show = s.external && s.state === "running" && s.last_report_age !== null;
-  last.hidden = !show;
-  stale.hidden = !(show && s.stale);
-  if (!show) return;
-  last.textContent = s.last_report_at ? `last report ${fmtAgo(s.last_report_age)} ago` : "no report yet";
-  last.title = s.last_report_at ? new Date(s.last_report_at).toLocaleString() : "";
-  last.classList.toggle("stale", s.stale);
-  stale.textContent = `⚠ no report for ${fmtAgo(s.last_report_age)} — the job may be gone; cancel it if so`;
-}
-
-function renderCheckpoints(ckpts) {
-  document.getElementById("ckpt-empty").hidden = ckpts.length > 0;
-  replaceChildren(document.querySelector("#ckpt-table tbody"), ckpts.map((c) => h("tr", {},
-    h("td", {}, c.step), h("td", {}, summary.stages[c.stage_index]?.name ?? c.stage_index),
-    h("td", {}, c.stage_end ? "stage end" : "periodic"), h("td", {}, fmtBytes(c.size_bytes)),
-    h("td", {}, data.can_write ? h("button", { class: "small fork-btn", dataset: { ckpt: c.id },
-      onclick: () => fork(c) }, "Fork from here") : ""))));
-}
-
-async function fork(ckpt) {
-  const err = document.getElementById("fork-error");
-  err.textContent = "";
-  try {
-    const run = await postJSON(`${base}/fork/`, { checkpoint: ckpt.id });
-    window.location.href = `/runs/${run.id}/`;
-  } catch (e) {
-    err.textContent = errorLines(e).map(([k, m]) => (k ? `${k}: ${m}` : m)).join("; ");
-  }
-}
-
+// ---------------------------------------------------------------- summary, events
 let lastStagesSig = "";
+let lastStatesSig = "";
+let eventsAt = 0;
+const EVENTS_EVERY_MS = 9000; // a requeue and its resume may leave every state as it was
 async function loadSummary() {
   try {
     summary = await getJSON(`/api/ui/runs/${runId}/`);
@@ -276,60 +130,90 @@ async function loadSummary() {
   const sig = JSON.stringify(summary.stages.map((s) => [s.start_step, s.end_step, s.name]));
   if (sig !== lastStagesSig) {
     lastStagesSig = sig;
+    axes.setStages(summary.stages);
     for (const c of Object.values(charts)) c.setStages(summary.stages);
+    tools.forEach((t) => t.refresh());
   }
-  renderSummary(summary);
-  lrLaw.update(summary.stages, summary.progress.stage_index);
+  const states = JSON.stringify([summary.state, summary.stages.map((s) => s.state), summary.checkpoints.length]);
+  if (states !== lastStatesSig || Date.now() - eventsAt > EVENTS_EVERY_MS) { lastStatesSig = states; loadEvents(); }
+  summaryView.render(summary);
+  showDelete(isFinished(summary));
+  metrics.update(series.keys());
+  updateCards();
+  renderBoundaries(); // a stage that finished adds its matrix row
+  lrLaw.update(summary.stages, summary.progress.stage_index, summary.free_form);
+}
+
+let tokensRead = false;
+async function loadTokens() {
+  if (tokensRead || !axes.tokensKey) return;
+  tokensRead = true;
+  const q = `keys=${encodeURIComponent(axes.tokensKey)}&lineage=true&max_points=5000`;
+  const s = (await getJSON(`${base}/series/?${q}`)).series[axes.tokensKey];
+  axes.addTokens(s.steps, s.values);
+}
+
+async function loadEvents() {
+  eventsAt = Date.now();
+  try {
+    timeline = await getJSON(`${base}/events/`);
+    axes.setAxes(timeline.axes);
+    await loadTokens();
+  } catch (e) { showError(e); return; }
+  for (const c of Object.values(charts)) c.setEvents(timeline.events);
+  tools.forEach((t) => t.refresh());
+  renderEventList($("run-events"), timeline.events);
+  $("run-events-empty").hidden = timeline.events.length > 0;
+  renderForks($("run-forks"), timeline.forks);
+  renderFailure($("run-failure"), timeline.failure);
+}
+
+function onPoints(msg) {
+  analysis.push(msg);
+  if (msg.sent_at && msg.max_step !== undefined) axes.extendClock(msg.max_step, msg.sent_at);
+  const t = axes.tokensKey && msg.series[axes.tokensKey];
+  if (t) axes.addTokens(t.steps, t.values);
+  const fresh = Object.keys(msg.series).filter((k) => !metrics.known(k));
+  if (fresh.length) { metrics.update(series.keys()); updateCards(); }
 }
 
 function onEvent(msg) {
-  const detail = Object.entries(msg).filter(([k]) => !["type", "run", "event"].includes(k))
-    .map(([k, v]) => `${k}=${typeof v === "object" ? JSON.stringify(v) : v}`).join(" ");
-  logEvent(`${msg.event}${detail ? ` (${detail})` : ""}`, `event-${msg.event}`);
+  log.addEvent(msg);
   loadSummary();
-  if (msg.event === "stage_finished") { loadAnalysis(); loadContinual(); }
+  loadEvents();
 }
 
-document.getElementById("cancel-run").addEventListener("click", async () => {
+// ---------------------------------------------------------------- wiring
+let firstOpen = true;
+const socket = connectRun(runId, {
+  onOpen: () => series.sync(async () => {
+    if (firstOpen) { firstOpen = false; await series.fullLoad(); updateCards(); } else analysis.load().catch(showError); // pushes missed while away
+    await series.catchUp(); // a reconnect: everything after the last drawn step
+  }),
+  onMessage: (msg) => series.receive(msg),
+  onStatus: (s) => {
+    const el = $("live-status");
+    el.textContent = s;
+    el.dataset.state = s;
+  },
+});
+window.stagewiseSocket = socket;
+
+// Zoom: a finer window for the visible range (raw points once they fit); reset: the whole run.
+for (const name of ["train", "eval", "lr", "other"]) {
+  const chart = charts[name];
+  chart.onZoom((range) => series.reload(chart, chart.keys(), { range }));
+}
+
+$("cancel-run").addEventListener("click", async () => {
   if (!window.confirm("Cancel this run? The running stage stops at its next step.")) return;
-  try { await postJSON(`${base}/cancel/`); logEvent("cancel requested"); loadSummary(); } catch (e) { showError(e); }
+  try { await postJSON(`${base}/cancel/`); log.add("cancel requested"); loadSummary(); } catch (e) { showError(e); }
 });
 
-// ---------------------------------------------------------------- analysis
-async function loadAnalysis() {
-  let a;
-  try { a = await getJSON(`/api/ui/runs/${runId}/analysis/`); } catch (e) { showError(e); return; }
-  const rows = renderGapTable(document.querySelector("#gaps-table tbody"), document.getElementById("gaps-empty"), a);
-  const metric = evalMetricSel.value;
-  charts.eval.setAnnotations(rows.filter((g) => g.dropped && g.metric === metric).map((g) => ({
-    x: g.extreme_step, y: g.extreme_value, xref: "x", yref: "y", text: `gap ${fmtNum(g.drop_depth, 2)}`,
-    showarrow: true, arrowhead: 2, ax: 0, ay: metric === "acc" ? 30 : -30, font: { size: 10 } })));
-  const m = a.matrices.find((x) => x.metric === (metric === "acc" ? "acc" : "loss")) || a.matrices[0];
-  if (m) heatmap(document.getElementById("chart-matrix"), m);
-}
-
-// Continual-learning metrics: fetched once, then replaced by the `analysis` object that socket
-// batches carry whenever they changed it (a fetch that a push overtook is dropped).
-const analysisPanel = document.getElementById("analysis-panel");
-let pushes = 0;
-function showContinual(a) {
-  pushes += 1;
-  renderAnalysis(analysisPanel, a);
-}
-async function loadContinual() {
-  const before = pushes;
-  try {
-    const a = await getJSON(`${base}/analysis/`);
-    if (pushes === before) renderAnalysis(analysisPanel, a);
-  } catch (e) { showError(e); }
-}
-
-const lrLaw = new LrLawPanel(runId, { onError: showError });
-
-loadSummary().then(loadAnalysis);
+loadSummary();
 loadParentPrefix();
-loadContinual();
-// The socket carries points and events; the summary (progress, ETA, checkpoints) is polled.
-setInterval(() => {
-  if (!summary || !["succeeded", "failed", "canceled"].includes(summary.state)) loadSummary();
-}, 3000);
+meta.load().catch(showError);
+analysis.load().catch(showError);
+// The socket carries points, analysis and events; the summary (progress, ETA, checkpoints) is
+// polled.
+setInterval(() => { if (!summary || !isFinished(summary)) loadSummary(); }, 3000);

@@ -1,6 +1,17 @@
-// Runs list: filters and page in the URL, rows refreshed every few seconds without reload.
+// Runs list: filters and page in the URL, rows refreshed every few seconds without reload,
+// each row with a sparkline of its training loss: one request for the whole page
+// (GET /api/series/), repeated only every SPARK_EVERY_MS or when the page shows other runs.
 import { getJSON } from "./api.js";
 import { fmtDuration, fmtNum, fmtTime, h, replaceChildren } from "./dom.js";
+
+const SPARK_KEY = "train/loss";
+const SPARK_POINTS = 60;
+const SPARK_EVERY_MS = 15_000;
+const SPARK_MAX_RUNS = 50; // the bulk endpoint's bound per request
+const SVG = "http://www.w3.org/2000/svg";
+const sparks = new Map(); // run id -> its line
+let sparkIds = "";
+let sparkAt = 0;
 
 const form = document.getElementById("run-filters");
 const tbody = document.querySelector("#runs-table tbody");
@@ -20,7 +31,7 @@ function row(r) {
   const p = r.progress;
   const pct = `${(p.fraction * 100).toFixed(0)}%`;
   return h("tr", { dataset: { run: r.id } },
-    h("td", {}, h("a", { href: `/runs/${r.id}/` }, r.name), " ", h("span", { class: "muted" }, `#${r.id}`),
+    h("td", {}, h("a", { href: `/runs/${r.id}/` }, r.name), " ", h("span", { class: "muted" }, `#${r.id}`), sparkline(r.id),
       r.parent ? h("div", { class: "muted small" }, "fork of ", h("a", { href: `/runs/${r.parent}/` }, r.parent_name || `#${r.parent}`)) : null),
     h("td", {}, h("span", { class: `badge state-${r.state}` }, r.state),
       r.external ? h("span", { class: "badge external", title: "trained outside Stagewise" }, "external") : null,
@@ -60,6 +71,50 @@ function analysisCells(a) {
     h("td", { class: "num", dataset: { metric: k }, title }, fmtNum(a ? a[k] : null, 3)));
 }
 
+// The run's training loss as a small line (nothing before its first points).
+function sparkline(id) {
+  const line = sparks.get(id);
+  if (!line || line.steps.length < 2) return null;
+  const [w, ht] = [90, 18];
+  const xs = line.steps, ys = line.values;
+  const [x0, x1] = [xs[0], xs[xs.length - 1]];
+  const [lo, hi] = [Math.min(...ys), Math.max(...ys)];
+  const pts = xs.map((x, i) => `${((x - x0) / (x1 - x0 || 1)) * w},${ht - 1 - ((ys[i] - lo) / (hi - lo || 1)) * (ht - 2)}`);
+  const svg = document.createElementNS(SVG, "svg");
+  for (const [k, v] of Object.entries({ width: w, height: ht, class: "spark", "aria-label": `${SPARK_KEY} sparkline`, style: "vertical-align: middle; margin-left: .4rem" })) svg.setAttribute(k, v);
+  const pl = document.createElementNS(SVG, "polyline");
+  for (const [k, v] of Object.entries({ points: pts.join(" "), fill: "none", stroke: "#2f6fde", "stroke-width": 1.2 })) pl.setAttribute(k, v);
+  svg.append(pl);
+  const title = document.createElementNS(SVG, "title");
+  title.textContent = `${SPARK_KEY}: ${fmtNum(ys[ys.length - 1])} at step ${xs[xs.length - 1]}`;
+  svg.append(title);
+  return svg;
+}
+
+// Into the rows on the page now (a later refresh may have drawn them since the request).
+function drawSparks() {
+  for (const tr of tbody.querySelectorAll("tr[data-run]")) {
+    const svg = sparkline(Number(tr.dataset.run));
+    const old = tr.querySelector("svg.spark");
+    if (svg && old) old.replaceWith(svg);
+    else if (svg) tr.firstElementChild.querySelector(".muted").after(svg);
+  }
+}
+
+// The sparklines of the shown runs, in one request per 50 runs; true when they changed.
+async function refreshSparks(ids) {
+  const key = ids.join(",");
+  if (!ids.length || (key === sparkIds && Date.now() - sparkAt < SPARK_EVERY_MS)) return false;
+  sparkIds = key;
+  sparkAt = Date.now();
+  for (let i = 0; i < ids.length; i += SPARK_MAX_RUNS) {
+    const part = ids.slice(i, i + SPARK_MAX_RUNS).join(",");
+    const body = await getJSON(`/api/series/?runs=${part}&keys=${encodeURIComponent(SPARK_KEY)}&max_points=${SPARK_POINTS}&lineage=true`);
+    for (const r of body.runs) sparks.set(r.run, r.series[SPARK_KEY]);
+  }
+  return true;
+}
+
 async function refresh() {
   const q = query();
   history.replaceState(null, "", `?${q}`);
@@ -72,6 +127,8 @@ async function refresh() {
   }
   status.textContent = `${data.count} run${data.count === 1 ? "" : "s"} · updated ${new Date().toLocaleTimeString()}`;
   replaceChildren(tbody, data.results.map(row));
+  refreshSparks(data.results.map((r) => r.id)).then((changed) => { if (changed) drawSparks(); })
+    .catch(() => {}); // a sparkline is a nicety: the rows stay without one
   document.getElementById("runs-empty").hidden = data.count > 0;
   const pager = document.getElementById("runs-pager");
   const btn = (label, p, disabled) => h("button", { class: "small", disabled, onclick: () => { page = p; refresh(); } }, label);
