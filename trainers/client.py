@@ -146,9 +146,8 @@ def _open_run(url: str, token: str, meta: dict, run_id: int | None) -> tuple[Ser
                 f"run {run_id} is {'not external' if not shown.get('external') else shown['state']}"
                 "; it cannot be continued"
             )
-    stages = shown.get("stages") or []
-    started = sum(st["state"] not in ("pending", "queued") for st in stages)
     planned = bool(meta["plan"]) or bool(shown.get("plan"))
+    started = len(started_stages(shown))
     return ServerRun(url, token, shown["id"], planned=planned, started=started), shown
 
 
@@ -358,8 +357,12 @@ def _plan_stages(shown: dict) -> list[tuple[str, int]]:
     return [(st["name"], st["start_step"]) for st in stages]
 
 
+def started_stages(shown: dict) -> list[dict]:
+    """The stages of a run (as the API shows it) that have started, in order."""
+    stages = sorted(shown.get("stages") or [], key=lambda st: st["stage_index"])
+    return [st for st in stages if st["state"] not in ("pending", "queued")]
+
+
 def _known_stages(shown: dict) -> list[tuple[str, int]]:
     """The stages a continued run already started on the server."""
-    stages = sorted(shown.get("stages") or [], key=lambda st: st["stage_index"])
-    return [(st["name"], st["start_step"]) for st in stages
-            if st["state"] not in ("pending", "queued")]  # fmt: skip
+    return [(st["name"], st["start_step"]) for st in started_stages(shown)]

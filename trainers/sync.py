@@ -74,15 +74,14 @@ def sync_spool(
 ) -> SyncResult:
     """Store the spool's events on ``url``; see the module doc. ``finish=False`` leaves a
     finish event unsent (the online client sends the end itself)."""
-    from trainers.client import ServerRun
+    from trainers.client import ServerRun, started_stages
 
     path, url = Path(path), url.rstrip("/")
     meta, events = read_spool(path)
     run_id = _target(path, meta, url, token)
     done = first = (read_json(path / SYNC_FILE) or {}).get("done", 0)
     server = ServerRun(url, token, run_id, planned=bool(meta.get("plan")))
-    shown = get_run(url, token, run_id)
-    server.started = sum(st["state"] not in ("pending", "queued") for st in shown["stages"])
+    server.started = len(started_stages(get_run(url, token, run_id)))
     stages = {ev["stage"]: (ev["name"], ev["start"]) for ev in events[:done] if "name" in ev}
     total = sum(len(ev["points"]) for ev in events[done:] if "points" in ev)
     bar = _bar(total, progress)
@@ -92,11 +91,11 @@ def sync_spool(
             {e["stage"]: (e["name"], e["start"]) for e in events[done:end] if "name" in e}
         )
         if points:
-            _send(server, stages, points, shown)
+            _send(server, stages, points)
             sent += len(points)
             bar.update(len(points))
         elif state and finish:
-            _finish(server, stages, state, shown)
+            _finish(server, stages, state)
         elif state:
             break
         done = end
@@ -105,7 +104,7 @@ def sync_spool(
     return SyncResult(run_id, done - first, sent, first >= len(events))
 
 
-def _send(server, stages: dict, points: list[Point], shown: dict) -> None:
+def _send(server, stages: dict, points: list[Point]) -> None:
     def send() -> None:
         for stage in sorted({p.stage for p in points}):
             server.start_stage(stage, *stages[stage])
@@ -118,7 +117,7 @@ def _send(server, stages: dict, points: list[Point], shown: dict) -> None:
             raise
 
 
-def _finish(server, stages: dict, state: str, shown: dict) -> None:
+def _finish(server, stages: dict, state: str) -> None:
     index = max(stages) if stages else 0
     name, start = stages.get(index, ("train", 0))
     try:
