@@ -8,6 +8,7 @@ cumulative budget; step 0 is the untrained model. A stage always begins from a c
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import time
@@ -18,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from trainers import objectives
+from trainers import growth, merge, objectives
 from trainers.checkpoints import (
     Loaded,
     list_checkpoints,
@@ -42,6 +43,7 @@ from trainers.events import (
     StageResult,
     TrainingDiverged,
 )
+from trainers.methods import MethodContext, evaluate, make_method
 from trainers.plan import Plan
 from trainers.schedules import stage_lr_table
 
@@ -84,33 +86,64 @@ class _Ref:
 
 
 def _start_point(plan: Plan, stage_index: int, out_dir: Path, init_from: Path | None):
-    """(checkpoint to start from or None, resumed inside this stage?)."""
+    """(checkpoint to continue from or None, resumed inside this stage?)."""
     start, end = plan.stage_bounds()[stage_index]
     ckpts = list_checkpoints(out_dir)
     inside = [c for c in ckpts if c.stage_index == stage_index and start < c.step <= end]
     if inside:
         return load_checkpoint(Path(inside[-1].path)), True
+    return _origin(plan, stage_index, out_dir, init_from), False
+
+
+def _origin(plan: Plan, stage_index: int, out_dir: Path, init_from: Path | None):
+    """The checkpoint the stage begins from (not a resume), or None: from scratch, or
+    (init_merge) from the merge of its checkpoints."""
+    if plan.stages[stage_index].init_merge:
+        return None
+    ckpts = list_checkpoints(out_dir)
     if stage_index > 0:
         prev = [c for c in ckpts if c.stage_index == stage_index - 1 and c.stage_end]
         if prev:
-            return load_checkpoint(Path(prev[-1].path)), False
+            return load_checkpoint(Path(prev[-1].path))
     if init_from is not None:
-        return load_checkpoint(Path(init_from)), False
+        return load_checkpoint(Path(init_from))
     if stage_index > 0:
         raise RunError(
             f"stage {stage_index} needs the stage-end checkpoint of stage {stage_index - 1} "
             f"in {out_dir} or init_from"
         )
-    return None, False
+    return None
 
 
-def _tokenizer(plan: Plan, src: Loaded | None):
-    """The stage's tokenizer (None for mlp): the one of the checkpoint it starts from, else
-    the model directory's, else one trained for the plan."""
+def _merge_entries(plan: Plan, stage_index: int) -> list[tuple[Path, float]]:
+    out = []
+    for j, m in enumerate(plan.stages[stage_index].init_merge or []):
+        if m.path is None:
+            raise RunError(
+                f"stages.{stage_index}.init_merge.{j}: run {m.run} step {m.step} is resolved "
+                "by a Stagewise server; on this machine give a checkpoint path"
+            )
+        out.append((Path(m.path), m.weight))
+    return out
+
+
+def _param_order(model: nn.Module) -> list[str]:
+    """Parameter names in the optimizer's order (see _optimizer: decayed, then the rest)."""
+    named = list(model.named_parameters())
+    return [n for n, p in named if p.dim() >= 2] + [n for n, p in named if p.dim() < 2]
+
+
+def _tokenizer(plan: Plan, src: Loaded | None, stage_index: int):
+    """The stage's tokenizer (None for mlp): the one of the checkpoint it starts from (or of
+    the checkpoints it merges), else the model directory's, else one trained for the plan."""
     if plan.model.arch == "mlp":
         return None
     if src is not None and (src.path / "tokenizer.json").is_file():
         return load_tokenizer(src.path / "tokenizer.json")
+    if plan.stages[stage_index].init_merge:
+        found = merge.tokenizer_path(_merge_entries(plan, stage_index))
+        if found is not None:
+            return load_tokenizer(found)
     if plan.model.path and (Path(plan.model.path) / "tokenizer.json").is_file():
         return load_tokenizer(Path(plan.model.path) / "tokenizer.json")
     return plan_tokenizer(plan)
@@ -119,7 +152,9 @@ def _tokenizer(plan: Plan, src: Loaded | None):
 class _Stage:
     """State of one run_stage call; `run` is the training loop."""
 
-    def __init__(self, plan: Plan, i: int, out_dir: Path, sink: MetricSink, control, src, resumed):
+    def __init__(
+        self, plan: Plan, i: int, out_dir: Path, sink: MetricSink, control, src, resumed, origin
+    ):
         self.plan, self.i, self.out_dir, self.sink, self.control = plan, i, out_dir, sink, control
         self.st = plan.stages[i]
         self.start, self.end = plan.stage_bounds()[i]
@@ -129,23 +164,32 @@ class _Stage:
             set_rng_state(src.state["rng"])
         else:
             seed_everything(plan.seed * 1_000_003 + i)
-        self.tok = _tokenizer(plan, src)
+        self.tok = _tokenizer(plan, src, i)
         self.tok_json = self.tok.to_str() if self.tok is not None else None
         if self.tok_json is not None:
             (out_dir / "tokenizer.json").write_text(self.tok_json)
-        vocab = self.tok.get_vocab_size() if self.tok else 0
-        eos = eos_id(self.tok) if self.tok else 0
-        if src is None:
-            self.model = objectives.build_model(plan.model, vocab, eos)
-        else:
+        self.origin = origin
+        remap = None
+        if resumed:
             self.model = objectives.load_saved_model(plan.model, src.path / "model")
+        else:
+            self.model, remap = self._initial_model()
         self.device = resolve_device()
+        self._reference: nn.Module | None = None
+        if not resumed and self.st.objective in ("dpo", "rl"):
+            self._reference = self._frozen(copy.deepcopy(self.model))
         self.model.to(self.device).train()  # before the optimizer: its state follows params
         self.opt = _optimizer(self.model, plan, i)
-        keep_opt = resumed or (src is not None and not self.st.optimizer.reset)
+        keep_opt = resumed or (
+            src is not None and not self.st.optimizer.reset and not self.st.init_merge
+        )
         if keep_opt and "optimizer" in src.state:
-            self.opt.load_state_dict(src.state["optimizer"])
+            state = src.state["optimizer"] if remap is None else remap(src.state["optimizer"])
+            self.opt.load_state_dict(state)
             _set_hparams(self.opt, plan, i)
+        self.method = make_method(
+            MethodContext(plan, self.st, self.model, self.tok, self.device, self.reference)
+        )
         self.mixture = stage_mixture(plan, i, self.tok, _Ref())
         if resumed:
             self.mixture.load_state(src.state["streams"])
@@ -157,6 +201,7 @@ class _Stage:
             for n in self.st.eval_sets
         }
         self.lrs = stage_lr_table(plan, i)
+        self.extras: list[dict[str, torch.Tensor]] = []
         self.step = src.info.step if resumed else self.start
         self.resumed_from = src.info.step if resumed else None
         self.last: dict[str, float] = dict(src.state.get("evals", {})) if resumed else {}
@@ -165,6 +210,44 @@ class _Stage:
         self.loss_meta: list[tuple[int, float, float]] = []  # (step, lr, time)
         self.last_ckpt: CheckpointInfo | None = None
 
+    # -- the starting model ---------------------------------------------------------
+    def _initial_model(self):
+        """(the model the stage begins with, optimizer-state remap or None): built or
+        loaded from the origin, or merged from init_merge, then grown by ``grow``. The same
+        every time, without drawing random numbers unless built from scratch."""
+        plan, st = self.plan, self.st
+        if st.init_merge:
+            model = merge.merge_models(plan.model, _merge_entries(plan, self.i))
+        elif self.origin is None:
+            vocab = self.tok.get_vocab_size() if self.tok else 0
+            eos = eos_id(self.tok) if self.tok else 0
+            model = objectives.build_model(plan.model, vocab, eos)
+        else:
+            model = objectives.load_saved_model(plan.model, self.origin.path / "model")
+        if st.grow is None:
+            return model, None
+        old = _param_order(model)
+        grown = growth.grow_model(model, st.grow)
+        new = _param_order(grown.model)
+
+        def remap(state: dict) -> dict:
+            return growth.remap_optimizer_state(state, old, new, grown.source_of)
+
+        return grown.model, remap
+
+    @staticmethod
+    def _frozen(model: nn.Module) -> nn.Module:
+        model.eval()
+        for p in model.parameters():
+            p.requires_grad_(False)
+        return model
+
+    def reference(self) -> nn.Module:
+        """The stage's starting weights, frozen, on the device (dpo and rl)."""
+        if self._reference is None:  # resumed: rebuild what the stage began with
+            self._reference = self._frozen(self._initial_model()[0])
+        return self._reference.to(self.device)
+
     # -- metrics ----------------------------------------------------------------------
     def _drain_losses(self) -> None:
         """Turn the pending loss tensors into points: one sync for many steps. A NaN or
@@ -172,11 +255,16 @@ class _Stage:
         if not self.losses:
             return
         values = torch.stack(self.losses).tolist()
+        flat = [t for ex in self.extras for t in ex.values()]
+        extra_values = iter(torch.stack(flat).float().tolist() if flat else [])
         bad = next((k for k, v in enumerate(values) if not math.isfinite(v)), None)
         good = values if bad is None else values[:bad]
-        for v, (s, lr, t) in zip(good, self.loss_meta, strict=False):
+        for k, (v, (s, lr, t)) in enumerate(zip(good, self.loss_meta, strict=False)):
             self.buffer.append(Point("train/loss", s, v, t, self.i))
             self.buffer.append(Point("lr", s, lr, t, self.i))
+            for name in self.extras[k]:
+                self.buffer.append(Point(f"train/{name}", s, next(extra_values), t, self.i))
+        self.extras = []
         if good:
             self.last["train/loss"] = good[-1]
         meta = self.loss_meta
@@ -207,11 +295,7 @@ class _Stage:
         self.model.eval()
         now = time.time()
         for name in names:
-            es = self.plan.eval_set(name)
-            if es.kind == "lm":
-                res = objectives.evaluate_lm(self.model, self.evals[name])
-            else:
-                res = objectives.evaluate_classification(self.model, self.evals[name])
+            res = evaluate(self.model, self.evals[name], self.plan.eval_set(name), self.tok)
             for k, v in res.items():
                 key = f"eval/{name}/{k}"
                 if not math.isfinite(v) and k != "ppl":  # exp() of a large loss may overflow
@@ -253,6 +337,8 @@ class _Stage:
         first = self.step + 1
         self.sink.stage_started(self.i, first if self.resumed_from is not None else self.start)
         if self.resumed_from is None:
+            n_params = sum(p.numel() for p in self.model.parameters())
+            self.buffer.append(Point("model/params", self.start, n_params, time.time(), self.i))
             self.evaluate(self._new_eval_sets(), self.start)
             self.flush()
         stop = self.end if max_steps is None else min(self.end, self.step + max_steps)
@@ -292,7 +378,7 @@ class _Stage:
         batch = tuple(
             t.to(self.device, non_blocking=True) for t in to_tensors(self.mixture.batch(step))
         )
-        loss = objectives.train_loss(self.st.objective, self.model, batch)
+        loss, extras = self.method.loss(batch)
         loss.backward()
         clip = self.st.optimizer.grad_clip
         if clip is not None:
@@ -300,6 +386,7 @@ class _Stage:
         self.opt.step()
         self.opt.zero_grad(set_to_none=True)
         self.losses.append(loss.detach())
+        self.extras.append({k: v.detach() for k, v in extras.items()})
         self.loss_meta.append((step, lr, time.time()))
         self.step = step
 
@@ -368,7 +455,8 @@ def run_stage(
         return done
     try:
         src, resumed = _start_point(plan, stage_index, out_dir, init_from)
-        stage = _Stage(plan, stage_index, out_dir, sink, control, src, resumed)
+        origin = _origin(plan, stage_index, out_dir, init_from) if resumed else src
+        stage = _Stage(plan, stage_index, out_dir, sink, control, src, resumed, origin)
         return stage.run(max_steps)
     except StageCanceled:
         raise

@@ -24,7 +24,17 @@ from pydantic import (
     model_validator,
 )
 
-BUILTIN_SOURCES = ("builtin:prose", "builtin:code", "builtin:docstrings", "builtin:digits")
+BUILTIN_SOURCES = (
+    "builtin:prose",
+    "builtin:code",
+    "builtin:docstrings",
+    "builtin:digits",
+    "builtin:arithmetic",
+    "builtin:docstring_prefs",
+)
+# Reward functions of rl stages, by name (trainers/methods/rewards.py implements them)
+REWARDS = ("exact_match", "format")
+LM_OBJECTIVES = ("causal_lm", "sft", "dpo", "rl")
 FILE_SUFFIXES = (".txt", ".jsonl", ".parquet")
 # References a Stagewise server resolves (runs/services/data_access.py): a team's registered
 # dataset version, and a checkpoint of one of its runs. The library only checks their syntax;
@@ -157,6 +167,16 @@ class SourceSpec(_Model):
     text_field: str = Field("text", max_length=200)
     prompt_field: str | None = Field(None, max_length=200)
     response_field: str | None = Field(None, max_length=200)
+    chosen_field: str | None = Field(
+        None, max_length=200, description="preference pairs: with prompt_field and rejected_field"
+    )
+    rejected_field: str | None = Field(None, max_length=200)
+    digits: list[Annotated[int, Field(ge=1, le=6)]] | None = Field(
+        None,
+        min_length=1,
+        max_length=6,
+        description="arithmetic: digit counts of the operands (difficulty); default [1, 2]",
+    )
     classes: list[Annotated[int, Field(ge=0, le=9)]] | None = Field(
         None, description="digits: keep only these classes (class-incremental tasks)"
     )
@@ -184,8 +204,18 @@ class SourceSpec(_Model):
                 f"unknown dataset {s!r}: use builtin:<name>, dataset:<name>[@<version>] "
                 "or file:/abs/path"
             )
-        if (self.prompt_field is None) != (self.response_field is None):
+        prefs = self.chosen_field is not None or self.rejected_field is not None
+        if prefs:
+            if self.chosen_field is None or self.rejected_field is None or not self.prompt_field:
+                raise ValueError("chosen_field and rejected_field need each other and prompt_field")
+            if self.response_field is not None:
+                raise ValueError(
+                    "a preference source has chosen/rejected fields, not response_field"
+                )
+        elif (self.prompt_field is None) != (self.response_field is None):
             raise ValueError("prompt_field and response_field must be given together")
+        if self.digits is not None and s != "builtin:arithmetic":
+            raise ValueError("digits only applies to builtin:arithmetic")
         is_digits = s == "builtin:digits"
         if not is_digits and (self.classes is not None or self.permute_seed is not None):
             raise ValueError("classes/permute_seed only apply to builtin:digits")
@@ -194,10 +224,14 @@ class SourceSpec(_Model):
         return self
 
     @property
-    def source_kind(self) -> Literal["text", "pairs", "images"]:
+    def source_kind(self) -> Literal["text", "pairs", "preference", "images"]:
+        """images (digits); preference (prompt, chosen, rejected); pairs (prompt, response:
+        SFT pairs, and an rl stage's prompts with their answers); else text."""
         if self.source == "builtin:digits":
             return "images"
-        if self.source == "builtin:docstrings" or self.prompt_field is not None:
+        if self.source == "builtin:docstring_prefs" or self.chosen_field is not None:
+            return "preference"
+        if self.source in ("builtin:docstrings", "builtin:arithmetic") or self.prompt_field:
             return "pairs"
         return "text"
 
@@ -214,7 +248,44 @@ class SourceSpec(_Model):
         """Stable identity of the examples this spec selects (cache key, stream name)."""
         parts = [self.source, self.text_field, self.prompt_field, self.response_field]
         parts += [self.classes, self.permute_seed]
+        if self.source_kind == "preference":
+            parts += [self.chosen_field, self.rejected_field]
+        if self.digits is not None:
+            parts.append(self.digits)
         return "|".join(str(p) for p in parts)
+
+
+class SubsetSpec(_Model):
+    """Train on part of a source (continual pre-training remedies): a ``count`` of documents
+    or a ``fraction`` of them (or, with the entry's ``epochs``, as many as the stage's budget
+    passes over that many times), chosen ``by`` a stable hash of each document, the top by a
+    numeric quality ``field`` of a file source, or the lowest loss under ``ref_model``."""
+
+    count: Annotated[int, Field(gt=0, le=MAX_STEP)] | None = None
+    fraction: float | None = Field(None, gt=0.0, le=1.0)
+    by: Literal["hash", "field", "ref_loss"] = "hash"
+    field: str | None = Field(None, max_length=200, description="by field: higher is better")
+    ref_model: str | None = Field(
+        None, max_length=1000, description="by ref_loss: HF model directory (as model.path)"
+    )
+
+    @model_validator(mode="after")
+    def _check(self, info: ValidationInfo) -> SubsetSpec:
+        if self.count is not None and self.fraction is not None:
+            raise ValueError("give count or fraction, not both")
+        if self.by == "field" and not self.field:
+            raise ValueError("subset by field needs field")
+        if self.by != "field" and self.field:
+            raise ValueError("field only applies to subset by field")
+        if self.by == "ref_loss" and not self.ref_model:
+            raise ValueError("subset by ref_loss needs ref_model")
+        if self.by != "ref_loss" and self.ref_model:
+            raise ValueError("ref_model only applies to subset by ref_loss")
+        if self.ref_model:
+            _check_model_dir(
+                self.ref_model, "ref_model", (info.context or {}).get("check_files", True)
+            )
+        return self
 
 
 class DataSpec(SourceSpec):
@@ -222,6 +293,28 @@ class DataSpec(SourceSpec):
         None, max_length=200, description="name used by replay (defaults to source)"
     )
     weight: float = Field(1.0, ge=0.0)
+    subset: SubsetSpec | None = None
+    epochs: Annotated[int, Field(ge=1, le=1000)] | None = Field(
+        None,
+        description="passes over the subset in this stage: its size is the rows the stage "
+        "draws from this entry divided by epochs",
+    )
+
+    @model_validator(mode="after")
+    def _check_subset(self) -> DataSpec:
+        sized = self.subset is not None and (
+            self.subset.count is not None or self.subset.fraction is not None
+        )
+        if self.epochs is not None and sized:
+            raise ValueError("give epochs or a subset count/fraction, not both")
+        if self.subset is not None and not sized and self.epochs is None:
+            raise ValueError("a subset needs count, fraction, or the entry's epochs")
+        if (self.subset is not None or self.epochs is not None) and self.source_kind == "images":
+            raise ValueError("subset/epochs apply to text and pair sources, not builtin:digits")
+        by_field = self.subset is not None and self.subset.by == "field"
+        if by_field and not (self.file_path or self.dataset_ref):
+            raise ValueError("subset by field needs a file source with that field")
+        return self
 
     @property
     def ref(self) -> str:
@@ -294,7 +387,14 @@ class CurriculumSpec(_Model):
 class EvalSetSpec(SourceSpec):
     name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.-]+$")
     split: Literal["heldout", "train"] = "heldout"
-    kind: Literal["lm", "classification"] = "lm"
+    kind: Literal["lm", "classification", "preference", "exact_match"] = Field(
+        "lm",
+        description="lm: loss/ppl; classification: loss/acc; preference: acc/margin on "
+        "(prompt, chosen, rejected); exact_match: acc of greedy answers to prompts",
+    )
+    max_new_tokens: Annotated[int, Field(gt=0, le=256)] = Field(
+        8, description="exact_match: tokens generated per prompt"
+    )
     max_batches: Annotated[int, Field(gt=0, le=10_000)] = Field(
         4, description="evaluation cost budget, in batches"
     )
@@ -305,9 +405,65 @@ class EvalSetSpec(SourceSpec):
 Name = Annotated[str, Field(min_length=1, max_length=100)]
 
 
+class DPOSpec(_Model):
+    """Direct Preference Optimization; the reference is the stage's starting weights."""
+
+    beta: float = Field(0.1, gt=0.0, le=100.0)
+
+
+class RLSpec(_Model):
+    """GRPO-style RL with a verifiable reward: ``group_size`` completions sampled per
+    prompt, group-relative advantages, a clipped ratio and a KL penalty to the stage's
+    starting weights. The stage's ``batch_size`` counts prompts."""
+
+    reward: Literal[REWARDS] = "exact_match"  # type: ignore[valid-type]
+    group_size: Annotated[int, Field(ge=2, le=64)] = 8
+    kl_coef: float = Field(0.05, ge=0.0, le=100.0)
+    clip_eps: float = Field(0.2, gt=0.0, le=10.0)
+    max_new_tokens: Annotated[int, Field(gt=0, le=256)] = 8
+    temperature: float = Field(1.0, gt=0.0, le=10.0)
+
+
+class GrowSpec(_Model):
+    """Change the model before the stage starts. ``stack``: the layer stack repeated
+    ``factor`` times (G_stack); ``identity``: after every block, ``factor - 1`` copies whose
+    output projections are zero, so the grown model computes the same function (LLaMA Pro)."""
+
+    method: Literal["stack", "identity"]
+    factor: Annotated[int, Field(ge=2, le=8)] = 2
+
+
+class MergeSpec(_Model):
+    """One checkpoint of a merge: ``run`` + ``step`` (a checkpoint of one of the team's runs,
+    on a server) or ``path`` (a checkpoint or model directory on this machine)."""
+
+    run: Annotated[int, Field(gt=0, le=MAX_STEP)] | None = None
+    step: Annotated[int, Field(ge=0, le=MAX_STEP)] | None = None
+    path: str | None = Field(None, max_length=1000)
+    weight: float = Field(gt=0.0, le=1e6, description="weights are normalised to sum to 1")
+
+    @model_validator(mode="after")
+    def _check(self, info: ValidationInfo) -> MergeSpec:
+        check_files = (info.context or {}).get("check_files", True)
+        if self.path is not None:
+            if self.run is not None or self.step is not None:
+                raise ValueError("give path, or run and step, not both")
+            _check_model_dir(self.path, "path", check_files)
+        elif self.run is None or self.step is None:
+            raise ValueError("give run and step (a checkpoint of a run), or path")
+        elif check_files:
+            raise ValueError(f"run {self.run} step {self.step} {SERVER_REF_HERE}")
+        return self
+
+    @property
+    def ref(self) -> str:
+        """``run:<id>@<step>`` or the path (what a server resolves, what is recorded)."""
+        return self.path if self.path is not None else f"{RUN_PREFIX}{self.run}@{self.step}"
+
+
 class StageSpec(_Model):
     name: Name
-    objective: Literal["causal_lm", "sft", "classification"]
+    objective: Literal["causal_lm", "sft", "classification", "dpo", "rl"]
     data: list[DataSpec] = Field(min_length=1)
     replay: list[ReplaySpec] = Field(default_factory=list)
     steps: Steps | None = Field(None, description="budget in optimizer steps")
@@ -325,6 +481,15 @@ class StageSpec(_Model):
     curriculum: CurriculumSpec | None = None
     task: str | None = Field(
         None, max_length=100, description="eval set that is this stage's own task"
+    )
+    dpo: DPOSpec | None = Field(None, description="dpo settings (default: DPOSpec())")
+    rl: RLSpec | None = Field(None, description="rl settings (default: RLSpec())")
+    grow: GrowSpec | None = None
+    init_merge: list[MergeSpec] | None = Field(
+        None,
+        min_length=2,
+        max_length=16,
+        description="start from the weighted average of these checkpoints' models",
     )
 
     @property
@@ -439,9 +604,22 @@ def _eval_set_errors(plan: Plan, lm_model: bool) -> Iterator[dict[str, str]]:
             )
         if es.kind == "classification" and lm_model:
             yield _error(f"{p}.kind", "classification eval set needs model.arch 'mlp'")
+        if es.kind == "preference" and es.source_kind != "preference":
+            yield _error(f"{p}.kind", "preference eval needs a preference source (chosen/rejected)")
+        if es.kind == "exact_match" and es.source_kind != "pairs":
+            yield _error(f"{p}.kind", "exact_match eval needs a prompt/answer source")
+        if es.kind in ("preference", "exact_match") and not lm_model:
+            yield _error(f"{p}.kind", f"{es.kind} eval needs a gpt2/llama model")
+        if es.kind == "lm" and es.source_kind == "preference":
+            yield _error(f"{p}.kind", "a preference source is measured by kind 'preference'")
         if es.seq_len > plan.model.max_positions:
             yield _error(
                 f"{p}.seq_len", f"exceeds model.max_positions ({plan.model.max_positions})"
+            )
+        elif es.kind == "exact_match" and es.seq_len + es.max_new_tokens > plan.model.max_positions:
+            yield _error(
+                f"{p}.max_new_tokens",
+                f"seq_len + max_new_tokens exceeds model.max_positions ({plan.model.max_positions})",
             )
 
 
@@ -454,8 +632,13 @@ def _stage_training_errors(plan: Plan, i: int, lm_model: bool) -> Iterator[dict[
         yield _error(f"{p}.tokens", "a token budget needs an LM objective; use steps")
     if st.objective == "classification" and lm_model:
         yield _error(f"{p}.objective", "classification needs model.arch 'mlp'")
-    if st.objective in ("causal_lm", "sft") and not lm_model:
+    if st.objective in LM_OBJECTIVES and not lm_model:
         yield _error(f"{p}.objective", f"{st.objective} needs model.arch gpt2 or llama")
+    yield from _post_training_errors(plan, i)
+    if st.grow is not None and lm_model is False:
+        yield _error(f"{p}.grow", "growth applies to gpt2/llama models")
+    if st.grow is not None and i == 0 and plan.model.path is None and st.init_merge is None:
+        yield _error(f"{p}.grow", "the first stage starts from scratch: grow a later stage")
     if st.seq_len > plan.model.max_positions:
         yield _error(f"{p}.seq_len", f"exceeds model.max_positions ({plan.model.max_positions})")
     if not sum(d.weight for d in st.data) > 0:
@@ -467,6 +650,51 @@ def _stage_training_errors(plan: Plan, i: int, lm_model: bool) -> Iterator[dict[
             yield _error(f"{p}.data.{j}.source", f"{st.objective} cannot train on builtin:digits")
     if st.objective == "sft" and not any(d.source_kind == "pairs" for d in st.data):
         yield _error(f"{p}.data", "sft needs at least one prompt/response source")
+    for j, d in enumerate(st.data):
+        if d.source_kind == "preference" and st.objective != "dpo":
+            yield _error(
+                f"{p}.data.{j}.source", f"preference pairs train a dpo stage, not {st.objective}"
+            )
+
+
+_NEEDS = {
+    "dpo": ("preference", "preference pairs (prompt, chosen, rejected)"),
+    "rl": ("pairs", "prompts with answers (prompt_field/response_field)"),
+}
+
+
+def _post_training_errors(plan: Plan, i: int) -> Iterator[dict[str, str]]:
+    """dpo and rl stages: their data, settings and a trained starting point."""
+    st, p = plan.stages[i], f"stages.{i}"
+    for name in ("dpo", "rl"):
+        if getattr(st, name) is not None and st.objective != name:
+            yield _error(f"{p}.{name}", f"{name} settings need objective {name!r}")
+    if st.objective not in _NEEDS:
+        return
+    kind, what = _NEEDS[st.objective]
+    for j, d in enumerate(st.data):
+        if d.source_kind != kind:
+            yield _error(f"{p}.data.{j}.source", f"a {st.objective} stage trains on {what}")
+    if st.replay:
+        yield _error(f"{p}.replay", f"replay is not supported in a {st.objective} stage")
+    if st.objective == "rl" and st.tokens is not None:
+        yield _error(
+            f"{p}.tokens", "an rl stage's budget is in steps (prompts per step: batch_size)"
+        )
+    if i == 0 and plan.model.path is None and st.init_merge is None:
+        yield _error(
+            f"{p}.objective",
+            f"a {st.objective} stage starts from trained weights (its frozen reference): "
+            "put it after another stage, or set model.path",
+        )
+    if st.objective == "rl":
+        n = st.seq_len + (st.rl or RLSpec()).max_new_tokens
+        if n > plan.model.max_positions:
+            yield _error(
+                f"{p}.rl.max_new_tokens",
+                f"seq_len + max_new_tokens ({n}) exceeds model.max_positions "
+                f"({plan.model.max_positions})",
+            )
 
 
 def _stage_reference_errors(

@@ -15,7 +15,14 @@ from tokenizers import Tokenizer
 
 from trainers.data.mixture import Mixture, Part, Stream, curriculum_order
 from trainers.data.packing import pack, sft_rows
-from trainers.data.sources import Images, Pairs, Texts, load_source, tokenizer_texts
+from trainers.data.sources import (
+    Images,
+    Pairs,
+    Preferences,
+    Texts,
+    load_source,
+    tokenizer_texts,
+)
 from trainers.data.tokenizer import encode, eos_id, train_tokenizer
 from trainers.plan import CurriculumSpec, EvalSetSpec, Plan, SourceSpec
 
@@ -43,13 +50,25 @@ def source_rows(
     spec: SourceSpec, fmt: str, seq_len: int, split: str, tok: Tokenizer | None, by_length=False
 ) -> Arrays:
     """Rows of one source. fmt: "sft" masks prompts of pairs; "lm" packs everything;
-    images give (x, y). by_length packs documents shortest first (length curriculum)."""
+    "pref" gives preference rows (trainers/data/preferences.py), "prompts" an rl stage's
+    prompts with answers (trainers/data/prompts.py); images give (x, y). by_length packs
+    documents shortest first (length curriculum)."""
     key = (spec.key(), fmt, seq_len, split, _tok_id(tok) if tok else None, by_length)
     if key in _cache:
         return _cache[key]
     ex = load_source(spec, split)
     if isinstance(ex, Images):
         out: Arrays = (ex.x, ex.y)
+    elif isinstance(ex, Preferences):
+        from trainers.data.preferences import preference_rows
+
+        assert tok is not None
+        out = preference_rows(tok, ex.triples, seq_len)
+    elif fmt == "prompts":
+        from trainers.data.prompts import prompt_rows
+
+        assert tok is not None and isinstance(ex, Pairs)
+        out = prompt_rows(tok, ex.pairs, seq_len)
     else:
         assert tok is not None
         eos = eos_id(tok)
@@ -78,7 +97,14 @@ def source_rows(
 def _fmt(objective: str, spec: SourceSpec) -> str:
     if spec.source_kind == "images":
         return "images"
+    if spec.source_kind == "preference":
+        return "pref"
+    if objective == "rl":
+        return "prompts"
     return "sft" if objective == "sft" and spec.source_kind == "pairs" else "lm"
+
+
+EVAL_FORMATS = {"classification": "images", "preference": "pref", "exact_match": "prompts"}
 
 
 def _seed(*parts: object) -> int:
@@ -123,7 +149,7 @@ def stage_mixture(
 
 def eval_batches(es: EvalSetSpec, tok: Tokenizer | None) -> list[tuple[torch.Tensor, ...]]:
     """Fixed batches: a seeded sample of max_batches * batch_size rows of the split."""
-    fmt = "images" if es.source_kind == "images" else ("sft" if es.source_kind == "pairs" else "lm")
+    fmt = EVAL_FORMATS.get(es.kind) or ("sft" if es.source_kind == "pairs" else "lm")
     arrays = source_rows(es, fmt, es.seq_len, es.split, tok)
     n = min(len(arrays[0]), es.max_batches * es.batch_size)
     idx = np.sort(np.random.default_rng(EVAL_SEED).permutation(len(arrays[0]))[:n])

@@ -6,6 +6,9 @@ builtin:code        a fixed, sorted subset of the Python stdlib's top-level .py 
 builtin:docstrings  (signature -> first docstring sentence) pairs parsed with ast from the
                     same stdlib files
 builtin:digits      scikit-learn's load_digits (see trainers/data/digits.py)
+builtin:arithmetic  generated problems (prompt "37+58=", answer "95"; trainers/data/arithmetic.py)
+builtin:docstring_prefs  (prompt, chosen, rejected) from the docstring pairs
+                    (trainers/data/preferences.py)
 file:/abs/x.txt     documents separated by blank lines
 file:/abs/x.jsonl   one object per line: text_field, or prompt_field/response_field
 file:/abs/x.parquet the same fields as columns
@@ -43,12 +46,17 @@ class Pairs:
 
 
 @dataclass(frozen=True)
+class Preferences:
+    triples: list[tuple[str, str, str]]  # (prompt, chosen, rejected)
+
+
+@dataclass(frozen=True)
 class Images:
     x: np.ndarray  # (N, 64) float32 in [0, 1]
     y: np.ndarray  # (N,) int64
 
 
-Examples = Texts | Pairs | Images
+Examples = Texts | Pairs | Preferences | Images
 
 
 class DataError(ValueError):
@@ -134,7 +142,12 @@ def _read_rows(spec: SourceSpec, path: str) -> list[dict]:
     p = Path(path)
     if not p.is_file():
         raise DataError(f"file not found: {path}")
-    fields = [spec.prompt_field, spec.response_field] if spec.prompt_field else [spec.text_field]
+    if spec.chosen_field:
+        fields = [spec.prompt_field, spec.chosen_field, spec.rejected_field]
+    elif spec.prompt_field:
+        fields = [spec.prompt_field, spec.response_field]
+    else:
+        fields = [spec.text_field]
     if path.endswith(".jsonl"):
         rows = []
         with p.open(encoding="utf-8") as f:
@@ -168,6 +181,14 @@ def load_source(spec: SourceSpec, split: str) -> Examples:
         return Texts(_split(_code(), split))
     if s == "builtin:docstrings":
         return Pairs(_split(_docstrings(), split))
+    if s == "builtin:arithmetic":
+        from trainers.data.arithmetic import arithmetic_examples
+
+        return Pairs(_split(arithmetic_examples(spec.digits or [1, 2]), split))
+    if s == "builtin:docstring_prefs":
+        from trainers.data.preferences import docstring_preferences
+
+        return Preferences(_split(docstring_preferences(), split))
     if s == "builtin:digits":
         from trainers.data.digits import digits_split
 
@@ -182,6 +203,12 @@ def load_source(spec: SourceSpec, split: str) -> Examples:
         paras = [d.strip() for d in p.read_text(encoding="utf-8").split("\n\n") if d.strip()]
         return Texts(_split([(str(i), d) for i, d in enumerate(paras)], split))
     rows = _read_rows(spec, path)
+    if spec.chosen_field:
+        keyed = [
+            (str(i), (r[spec.prompt_field], r[spec.chosen_field], r[spec.rejected_field]))
+            for i, r in enumerate(rows)
+        ]
+        return Preferences(_split(keyed, split))
     if spec.prompt_field:
         keyed = [
             (str(i), (r[spec.prompt_field], r[spec.response_field])) for i, r in enumerate(rows)
@@ -196,4 +223,6 @@ def tokenizer_texts(ex: Examples) -> list[str]:
         return ex.docs
     if isinstance(ex, Pairs):
         return [p + r for p, r in ex.pairs]
+    if isinstance(ex, Preferences):
+        return [p + c for p, c, _ in ex.triples] + [p + r for p, _, r in ex.triples]
     return []
