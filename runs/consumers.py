@@ -9,6 +9,11 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_FORBIDDEN = 4403
+_open = 0  # joined connections of this process (the /metrics websocket gauge)
+
+
+def open_connections() -> int:
+    return _open
 
 
 class JsonAuthConsumer(AsyncJsonWebsocketConsumer):
@@ -35,9 +40,14 @@ class JsonAuthConsumer(AsyncJsonWebsocketConsumer):
         for group in groups:
             await self.channel_layer.group_add(group, self.channel_name)
         self.joined = groups
+        global _open
+        _open += 1
         await self.send_json({"type": "hello", "groups": groups})
 
     async def disconnect(self, code: int) -> None:
+        global _open
+        if getattr(self, "joined", []):
+            _open -= 1
         for group in getattr(self, "joined", []):
             await self.channel_layer.group_discard(group, self.channel_name)
 

@@ -346,9 +346,29 @@ STAGEWISE_PLAN_LIMITS = {
     "max_plan_bytes": env.int("STAGEWISE_MAX_PLAN_BYTES", default=1_000_000),
 }
 
+# STAGEWISE_LOG_FORMAT=json: one JSON object per line, with the run and stage a worker is
+# executing (webapp/log_context.py) — for log shippers. Default: plain text.
+STAGEWISE_LOG_FORMAT = env.str("STAGEWISE_LOG_FORMAT", default="text")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "filters": {"context": {"()": "webapp.log_context.ContextFilter"}},
+    "formatters": {
+        "text": {"format": "%(levelname)s %(name)s: %(message)s"},
+        "json": {
+            "()": "pythonjsonlogger.json.JsonFormatter",
+            "fmt": "%(asctime)s %(levelname)s %(name)s %(process)d %(message)s",
+            "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
+        },
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "filters": ["context"],
+            "formatter": "json" if STAGEWISE_LOG_FORMAT == "json" else "text",
+        }
+    },
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="WARNING")},
 }
+# /metrics: scrapers send this as a bearer token; unset, a staff account is needed
+STAGEWISE_METRICS_TOKEN = env.str("STAGEWISE_METRICS_TOKEN", default="")

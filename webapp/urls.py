@@ -2,10 +2,15 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path, re_path
 
+from runs.api import views_ops
 from runs.api.errors import api_not_found
 from runs.api.schema import RedocView, SchemaView, SwaggerView
 
 urlpatterns = [
+    # Operations (runs/api/views_ops.py): liveness, readiness, Prometheus metrics
+    path("healthz", views_ops.healthz, name="healthz"),
+    path("readyz", views_ops.readyz, name="readyz"),
+    path("metrics", views_ops.metrics, name="metrics"),
     path("admin/", admin.site.urls),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),

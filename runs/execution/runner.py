@@ -21,6 +21,7 @@ from runs.services.stages import (
 from trainers.engine import run_stage
 from trainers.events import StageCanceled
 from trainers.plan import validate_plan
+from webapp.log_context import log_context
 
 log = logging.getLogger(__name__)
 
@@ -30,13 +31,22 @@ def worker_identity() -> str:
 
 
 def execute(stage_run_id: int, token: str) -> str:
+    with log_context(stage_run_id=stage_run_id):
+        return _execute(stage_run_id, token)
+
+
+def _execute(stage_run_id: int, token: str) -> str:
     worker_id = worker_identity()
     sr = lease_acquire(stage_run_id=stage_run_id, token=token, worker_id=worker_id)
     if sr is None:
         return "skipped: stage run is held by another worker or not runnable"
     run = sr.run
     sink = DjangoSink(sr, worker_id=worker_id)
-    with Heartbeat(stage_run_id=sr.pk, run_id=run.pk, worker_id=worker_id) as hb:
+    with (
+        log_context(run_id=run.pk, stage_index=sr.stage_index),
+        Heartbeat(stage_run_id=sr.pk, run_id=run.pk, worker_id=worker_id) as hb,
+    ):
+        log.info("stage %s of run %s starts on %s", sr.stage_index, run.pk, worker_id)
         try:
             # The stored plan names what the team may read (dataset:, run:, granted paths);
             # the engine gets local paths, access checked again now, and checks they exist.
@@ -64,4 +74,5 @@ def execute(stage_run_id: int, token: str) -> str:
             log.exception("stage run %s failed", sr.pk)
             return "failed"
     stage_succeeded(stage_run=sr, worker_id=worker_id)
+    log.info("stage run %s succeeded", sr.pk)
     return "succeeded"

@@ -71,8 +71,7 @@ class Command(BaseCommand):
         host, port = opts["host"], opts["port"]
         data_dir = Path(settings.STAGEWISE_DATA_DIR)
         self._check_can_start(data_dir, host, port, opts["queues"])
-        call_command("migrate", interactive=False, verbosity=0)
-        self._first_start(demo=opts["demo"])
+        call_command("bootstrap", demo=opts["demo"], stdout=self.stdout)
         services = self._services(data_dir, host, port, opts)
         self._supervise(services, data_dir, host, port)
 
@@ -155,29 +154,6 @@ class Command(BaseCommand):
             if "postgres" in owned:
                 embedded.stop_postgres(data_dir)
             self.stdout.write("Stagewise stopped.")
-
-    def _first_start(self, *, demo: bool) -> None:
-        from runs.services.bootstrap import bootstrap_install
-
-        result = bootstrap_install(
-            admin_password=os.environ.get("STAGEWISE_ADMIN_PASSWORD") or None
-        )
-        if result.admin_username:
-            shown = (
-                "(from STAGEWISE_ADMIN_PASSWORD)"
-                if os.environ.get("STAGEWISE_ADMIN_PASSWORD")
-                else result.admin_password
-            )
-            self.stdout.write(
-                f"First start: admin login is  {result.admin_username} / {shown}  "
-                "(shown once; change it in /admin/)"
-            )
-        from runs.services.demo import seed_examples, submit_demo_run
-
-        seed_examples(team=result.team)
-        if demo:
-            run = submit_demo_run(team=result.team, queue=result.queue)
-            self.stdout.write(f"Demo run #{run.pk} submitted: {run.name}")
 
     @staticmethod
     def _all_queues() -> str:
