@@ -40,6 +40,7 @@ from trainers.events import (
     Point,
     RunResult,
     StageCanceled,
+    StagePreempted,
     StageResult,
     TrainingDiverged,
 )
@@ -406,6 +407,10 @@ class _Stage:
             self.checkpoint(step)
         if self.control is not None and self.control.should_stop():
             self.flush()
+            if getattr(self.control, "preempted", bool)():  # optional; bool() is False
+                if not due_ckpt:
+                    self.checkpoint(step)
+                raise StagePreempted(self.i, step)
             raise StageCanceled(self.i, step)
 
 

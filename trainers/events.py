@@ -46,7 +46,11 @@ class MetricSink(Protocol):
 
 
 class Control(Protocol):
-    """Polled once per step; must be cheap. True stops the stage (StageCanceled)."""
+    """Polled once per step; must be cheap. True stops the stage (StageCanceled).
+
+    A control may also define ``preempted() -> bool``: True when it stops means "the worker
+    is going away", and the engine first writes a checkpoint at that step (StagePreempted),
+    so the next worker continues from exactly there."""
 
     def should_stop(self) -> bool: ...
 
@@ -74,6 +78,10 @@ class StageCanceled(Exception):
     def __init__(self, stage_index: int, step: int):
         self.stage_index, self.step = stage_index, step
         super().__init__(f"stage {stage_index} canceled at step {step}")
+
+
+class StagePreempted(StageCanceled):
+    """Stopped because the worker is shutting down; a checkpoint at ``step`` was written."""
 
 
 @dataclass

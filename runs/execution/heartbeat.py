@@ -7,6 +7,7 @@ import threading
 from django.conf import settings
 from django.db import close_old_connections
 
+from runs.execution.preemption import preemption_requested
 from runs.selectors.run_state import run_is_canceled
 from runs.services.leases import lease_renew
 
@@ -18,6 +19,7 @@ class Heartbeat:
         self.stage_run_id, self.run_id, self.worker_id = stage_run_id, run_id, worker_id
         self.canceled = threading.Event()
         self.lease_lost = threading.Event()
+        self.preempt = threading.Event()  # the worker shuts down (runs/execution/preemption.py)
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="lease-heartbeat", daemon=True)
 
@@ -30,7 +32,11 @@ class Heartbeat:
         self._thread.join(timeout=5)
 
     def should_stop(self) -> bool:
-        return self.canceled.is_set() or self.lease_lost.is_set()
+        return self.canceled.is_set() or self.lease_lost.is_set() or self.preempt.is_set()
+
+    def preempted(self) -> bool:
+        """Stopping because the worker shuts down (the engine checkpoints first)."""
+        return self.preempt.is_set() and not self.canceled.is_set()
 
     def _loop(self) -> None:
         beat = settings.STAGEWISE_HEARTBEAT_SECONDS
@@ -41,6 +47,8 @@ class Heartbeat:
             try:
                 if run_is_canceled(self.run_id):
                     self.canceled.set()
+                if preemption_requested():
+                    self.preempt.set()
                 if since_beat >= beat:
                     since_beat = 0.0
                     if not lease_renew(stage_run_id=self.stage_run_id, worker_id=self.worker_id):

@@ -16,10 +16,11 @@ from runs.services.stages import (
     checkpoints_drop_unindexed,
     stage_canceled,
     stage_failed,
+    stage_preempted,
     stage_succeeded,
 )
 from trainers.engine import run_stage
-from trainers.events import StageCanceled
+from trainers.events import StageCanceled, StagePreempted
 from trainers.plan import validate_plan
 from webapp.log_context import log_context
 
@@ -57,6 +58,12 @@ def _execute(stage_run_id: int, token: str) -> str:
             run_stage(plan, sr.stage_index, run_dir(run), sink, control=hb)
             if not sink.close():
                 raise RuntimeError("the stage finished but its last metrics could not be stored")
+        except StagePreempted as exc:
+            sink.close()
+            if not hb.lease_lost.is_set():
+                stage_preempted(stage_run=sr, worker_id=worker_id, step=exc.step)
+            log.info("stage run %s preempted at step %s (worker shutting down)", sr.pk, exc.step)
+            return "preempted"
         except StageCanceled as exc:
             sink.close()
             if hb.lease_lost.is_set() and not hb.canceled.is_set():

@@ -40,6 +40,10 @@ class DjangoSink(BaseSink):
         )
 
     # -- MetricSink
+    def stage_started(self, stage_index: int, start_step: int) -> None:
+        # start_step: the stage's start, or the step after the checkpoint it resumes from
+        log.info("stage %s trains from step %s", stage_index, start_step)
+
     def points(self, points: list[Point]) -> None:
         self.sender.put(points)
 

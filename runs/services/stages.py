@@ -8,12 +8,18 @@ import shutil
 from pathlib import Path
 
 from django.db import transaction
+from django.utils import timezone
 
 from runs.models import Checkpoint, Run, StageRun
 from runs.services.dispatch import dispatch
 from runs.services.leases import lease_release
 from runs.services.realtime import run_event
-from runs.services.transitions import stage_to_canceled, stage_to_failed, stage_to_succeeded
+from runs.services.transitions import (
+    stage_requeue,
+    stage_to_canceled,
+    stage_to_failed,
+    stage_to_succeeded,
+)
 
 
 @transaction.atomic
@@ -37,6 +43,17 @@ def stage_canceled(*, stage_run: StageRun, worker_id: str, step: int | None) -> 
     stage_to_canceled(stage_run)
     lease_release(stage_run_id=stage_run.pk, worker_id=worker_id)
     transaction.on_commit(lambda: run_event(stage_run.run_id, "canceled", step=step))
+
+
+@transaction.atomic
+def stage_preempted(*, stage_run: StageRun, worker_id: str, step: int) -> None:
+    """Its worker shuts down and checkpointed at ``step``: back to the queue now, lease
+    released, and dispatched again at once (another worker continues from that step)."""
+    stage_run.refresh_from_db()
+    stage_requeue(stage_run, now=timezone.now())
+    lease_release(stage_run_id=stage_run.pk, worker_id=worker_id)
+    transaction.on_commit(lambda: run_event(stage_run.run_id, "preempted", step=step))
+    transaction.on_commit(dispatch)
 
 
 @transaction.atomic
