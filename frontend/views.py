@@ -24,6 +24,7 @@ from runs.selectors.pipelines import example_plan, pipeline_list
 from runs.selectors.queues import queues_for_teams
 from runs.selectors.runs import run_choices, run_get, whatif_runs
 from runs.selectors.teams import team_ids_for, teams_for
+from runs.selectors.workers import devices_wait, queue_device_capacity, stage_devices, worker_list
 from runs.services.datasets import max_upload_bytes
 from runs.services.queues import queue_consumer_counts, queue_set_paused
 
@@ -174,11 +175,16 @@ def _queues_consumed() -> dict[str, int] | None:
 def queues_page(request):
     queues = queue_overview_for(request.user)  # other teams' runs only as counts
     counts = _queues_consumed()
+    capacity = queue_device_capacity()
     for item in queues:
         workers = None if counts is None else counts.get(item["queue"].name, 0)
         item["workers"] = workers
         item["listening"] = None if workers is None else workers > 0
-    return render(request, "frontend/queues.html", {"queues": queues})
+        for sr in item["queued"]:  # a stage with devices: N waits for a worker with N
+            need = stage_devices(sr.run.plan, sr.stage_index)
+            sr.devices_wait = devices_wait(need=need, queue=item["queue"].name, capacity=capacity)
+    workers = worker_list(user=request.user)
+    return render(request, "frontend/queues.html", {"queues": queues, "workers": workers})
 
 
 @staff_member_required

@@ -15,6 +15,7 @@ from runs.models import (
     Series,
     StageRun,
     Team,
+    Worker,
     WorkerLease,
 )
 from runs.services.queues import queue_set_paused, queues_with_consumers
@@ -251,6 +252,23 @@ class QueueAdmin(admin.ModelAdmin):
 class WorkerLeaseAdmin(admin.ModelAdmin):
     list_display = ["stage_run", "worker_id", "acquired_at", "heartbeat_at", "expires_at"]
     search_fields = ["worker_id"]
+
+
+@admin.register(Worker)
+class WorkerAdmin(admin.ModelAdmin):
+    """The registry: written by the workers themselves (runs/execution/registry.py)."""
+
+    list_display = ["name", "state", "host", "pid", "gpus", "version", "heartbeat_at"]
+    list_filter = ["state"]
+    search_fields = ["name", "host"]
+    readonly_fields = [f.name for f in Worker._meta.fields]
+
+    @admin.display(description="GPUs")
+    def gpus(self, obj: Worker) -> int:
+        return obj.gpu_count
+
+    def has_add_permission(self, request) -> bool:
+        return False
 
 
 @admin.register(Series)

@@ -4,16 +4,54 @@ as JSON. Access is checked once at connect; nothing here queries the database pe
 
 from __future__ import annotations
 
+import logging
+
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
+log = logging.getLogger(__name__)
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_FORBIDDEN = 4403
+CLOSE_TRY_AGAIN = 1013  # RFC 6455 "Try Again Later": the browser reconnects with backoff
 _open = 0  # joined connections of this process (the /metrics websocket gauge)
 
 
 def open_connections() -> int:
     return _open
+
+
+def _outage_errors() -> tuple[type[BaseException], ...]:
+    import redis
+    from django.db import DatabaseError, InterfaceError
+
+    return (DatabaseError, InterfaceError, redis.RedisError, ConnectionError, OSError)
+
+
+class RetryOnOutage:
+    """ASGI middleware for websockets: when Postgres or Redis is away while a connection is
+    being set up (the session and user lookup, the access check, joining the group), the
+    client gets close code 1013 "try again later" instead of a refused handshake (403) or a
+    4401/4403 that would stop it from reconnecting."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    async def __call__(self, scope, receive, send):
+        accepted = False
+
+        async def tracking_send(message):
+            nonlocal accepted
+            if message.get("type") == "websocket.accept":
+                accepted = True
+            await send(message)
+
+        try:
+            return await self.inner(scope, receive, tracking_send)
+        except _outage_errors():
+            log.warning("websocket set-up failed on an outage: 1013", exc_info=True)
+            if not accepted:
+                await send({"type": "websocket.accept"})
+            await send({"type": "websocket.close", "code": CLOSE_TRY_AGAIN})
 
 
 class JsonAuthConsumer(AsyncJsonWebsocketConsumer):

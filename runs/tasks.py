@@ -6,9 +6,10 @@ to the control worker and never waits behind a training stage."""
 
 from celery import shared_task
 
-from runs.execution import runner
+from runs.execution import registry, runner  # noqa: F401 - registry: the worker's signals
 from runs.services import dispatch as dispatch_service
 from runs.services import queues as queues_service
+from runs.services import workers as workers_service
 
 
 @shared_task(name="runs.tasks.execute_stage_run", ignore_result=True)
@@ -29,3 +30,8 @@ def dispatch_runs() -> int:
 @shared_task(name="runs.tasks.sync_queue_consumers", ignore_result=True)
 def sync_queue_consumers() -> dict[str, list[str]]:
     return queues_service.queue_consumers_sync()
+
+
+@shared_task(name="runs.tasks.workers_mark_lost", ignore_result=True)
+def workers_mark_lost() -> int:
+    return workers_service.workers_mark_lost()

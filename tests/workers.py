@@ -39,10 +39,13 @@ class Workers:
             "PYTHONUNBUFFERED": "1",
         }
 
-    def start(self, queue: str, name: str) -> subprocess.Popen:
+    def start(self, queue: str, name: str, pool: str = "solo") -> subprocess.Popen:
+        """A worker on ``queue``; ``pool="prefork"`` (one process) runs stages in a pool child
+        as in production, ``solo`` in the worker's own process."""
         log = open(self.tmp / f"worker-{name}.log", "w")  # noqa: SIM115 - closed with the process
         # fmt: off
-        cmd = [sys.executable, "-m", "celery", "-A", "webapp", "worker", "-Q", queue, "-P", "solo",
+        cmd = [sys.executable, "-m", "celery", "-A", "webapp", "worker", "-Q", queue, "-P", pool,
+               "--concurrency", "1",
                "--without-gossip", "--without-mingle", "--without-heartbeat", "-n", f"{name}@%h",
                "--loglevel", "INFO"]
         # fmt: on
@@ -65,6 +68,22 @@ class Workers:
             if p.poll() is None:
                 p.send_signal(signal.SIGKILL)
                 p.wait()
+        self._forget()
+
+    def _forget(self) -> None:
+        """Drop the registry rows these workers wrote (runs/execution/registry.py). They
+        committed them on their own connections, so a test's rollback would keep them: delete
+        on a connection of our own, in autocommit."""
+        from django.db import connections
+
+        conn = connections.create_connection("default")
+        try:
+            with conn.cursor() as cur:
+                cur.execute(
+                    "DELETE FROM runs_worker WHERE pid = ANY(%s)", [[p.pid for p in self.procs]]
+                )
+        finally:
+            conn.close()
 
     def logs(self) -> str:
         return "\n".join(p.read_text()[-3000:] for p in sorted(self.tmp.glob("worker-*.log")))

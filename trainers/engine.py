@@ -32,7 +32,7 @@ from trainers.checkpoints import (
 )
 from trainers.data.build import eval_batches, plan_tokenizer, stage_mixture, to_tensors
 from trainers.data.tokenizer import eos_id, load_tokenizer
-from trainers.device import resolve_device
+from trainers.distributed import SOLO, Solo, run_ranks
 from trainers.events import (
     CheckpointInfo,
     Control,
@@ -153,29 +153,29 @@ def _tokenizer(plan: Plan, src: Loaded | None, stage_index: int):
 class _Stage:
     """State of one run_stage call; `run` is the training loop."""
 
-    def __init__(
-        self, plan: Plan, i: int, out_dir: Path, sink: MetricSink, control, src, resumed, origin
-    ):
+    def __init__(self, plan: Plan, i: int, out_dir: Path, sink: MetricSink, control, src,
+                 resumed, origin, ranks: Solo = SOLO):  # fmt: skip
         self.plan, self.i, self.out_dir, self.sink, self.control = plan, i, out_dir, sink, control
+        self.ranks = ranks  # this process's share of the stage (trainers/distributed.py)
         self.st = plan.stages[i]
         self.start, self.end = plan.stage_bounds()[i]
         self.lm = self.st.objective != "classification"
         src: Loaded | None
         if resumed:
-            set_rng_state(src.state["rng"])
+            set_rng_state(ranks.own_rng(src.state))
         else:
             seed_everything(plan.seed * 1_000_003 + i)
-        self.tok = _tokenizer(plan, src, i)
+        self.tok = ranks.from_main(lambda: _tokenizer(plan, src, i))  # trained once
         self.tok_json = self.tok.to_str() if self.tok is not None else None
-        if self.tok_json is not None:
+        if self.tok_json is not None and ranks.main:
             (out_dir / "tokenizer.json").write_text(self.tok_json)
-        self.origin = origin
+        self._origin = origin  # () -> the checkpoint the stage began from (see _origin)
         remap = None
         if resumed:
             self.model = objectives.load_saved_model(plan.model, src.path / "model")
         else:
             self.model, remap = self._initial_model()
-        self.device = resolve_device()
+        self.device = ranks.device()
         self._reference: nn.Module | None = None
         if not resumed and self.st.objective in ("dpo", "rl"):
             self._reference = self._frozen(copy.deepcopy(self.model))
@@ -189,7 +189,9 @@ class _Stage:
             self.opt.load_state_dict(state)
             _set_hparams(self.opt, plan, i)
         self.method = make_method(
-            MethodContext(plan, self.st, self.model, self.tok, self.device, self.reference)
+            MethodContext(
+                plan, self.st, ranks.wrap(self.model), self.tok, self.device, self.reference
+            )
         )
         self.mixture = stage_mixture(plan, i, self.tok, _Ref())
         if resumed:
@@ -217,14 +219,15 @@ class _Stage:
         loaded from the origin, or merged from init_merge, then grown by ``grow``. The same
         every time, without drawing random numbers unless built from scratch."""
         plan, st = self.plan, self.st
+        origin = None if st.init_merge else self._origin()
         if st.init_merge:
             model = merge.merge_models(plan.model, _merge_entries(plan, self.i))
-        elif self.origin is None:
+        elif origin is None:
             vocab = self.tok.get_vocab_size() if self.tok else 0
             eos = eos_id(self.tok) if self.tok else 0
             model = objectives.build_model(plan.model, vocab, eos)
         else:
-            model = objectives.load_saved_model(plan.model, self.origin.path / "model")
+            model = objectives.load_saved_model(plan.model, origin.path / "model")
         if st.grow is None:
             return model, None
         old = _param_order(model)
@@ -255,9 +258,9 @@ class _Stage:
         infinite loss stops the stage (TrainingDiverged) after sending the points before it."""
         if not self.losses:
             return
-        values = torch.stack(self.losses).tolist()
+        values = self.ranks.mean(torch.stack(self.losses)).tolist()
         flat = [t for ex in self.extras for t in ex.values()]
-        extra_values = iter(torch.stack(flat).float().tolist() if flat else [])
+        extra_values = iter(self.ranks.mean(torch.stack(flat).float()).tolist() if flat else [])
         bad = next((k for k, v in enumerate(values) if not math.isfinite(v)), None)
         good = values if bad is None else values[:bad]
         for k, (v, (s, lr, t)) in enumerate(zip(good, self.loss_meta, strict=False)):
@@ -293,6 +296,8 @@ class _Stage:
         self._send()
 
     def evaluate(self, names: list[str], step: int) -> None:
+        if not self.ranks.main:  # the main rank evaluates for all
+            return
         self.model.eval()
         now = time.time()
         for name in names:
@@ -312,13 +317,22 @@ class _Stage:
         return step == self.end or t % self.st.eval_interval == 0 or dense
 
     def checkpoint(self, step: int) -> None:
+        """The main rank writes it, with every rank's RNG states; the others wait for it."""
+        rngs = self.ranks.gather(rng_state())  # [state of rank 0, 1, ...] on the main rank
+        if self.ranks.main:
+            self._write_checkpoint(step, rngs)
+        self.ranks.barrier()
+
+    def _write_checkpoint(self, step: int, rngs: list[dict]) -> None:
         state = {
             "optimizer": self.opt.state_dict(),
             "streams": self.mixture.state(),
-            "rng": rng_state(),
+            "rng": rngs[0],
             "evals": {k: v for k, v in self.last.items()},
             "lr": float(self.lrs[step - self.start]),
         }
+        if len(rngs) > 1:
+            state["rng_ranks"] = rngs
         info = save_checkpoint(
             self.out_dir,
             step=step,
@@ -377,7 +391,8 @@ class _Stage:
         for g in self.opt.param_groups:
             g["lr"] = lr
         batch = tuple(
-            t.to(self.device, non_blocking=True) for t in to_tensors(self.mixture.batch(step))
+            t.to(self.device, non_blocking=True)
+            for t in to_tensors(self.ranks.local(self.mixture.batch(step)))
         )
         loss, extras = self.method.loss(batch)
         loss.backward()
@@ -405,9 +420,10 @@ class _Stage:
             self.flush()
         if due_ckpt:  # after the flush: every point <= a checkpoint step is emitted
             self.checkpoint(step)
-        if self.control is not None and self.control.should_stop():
+        stop, preempted = self.ranks.stop(self.control)
+        if stop:
             self.flush()
-            if getattr(self.control, "preempted", bool)():  # optional; bool() is False
+            if preempted:
                 if not due_ckpt:
                     self.checkpoint(step)
                 raise StagePreempted(self.i, step)
@@ -459,15 +475,36 @@ def run_stage(
     if done is not None:
         return done
     try:
-        src, resumed = _start_point(plan, stage_index, out_dir, init_from)
-        origin = _origin(plan, stage_index, out_dir, init_from) if resumed else src
-        stage = _Stage(plan, stage_index, out_dir, sink, control, src, resumed, origin)
-        return stage.run(max_steps)
+        if plan.stages[stage_index].devices > 1:  # this process is rank 0 of several
+            return run_ranks(plan, stage_index, out_dir, sink, control, init_from, max_steps)
+        return run_rank(plan, stage_index, out_dir, sink, control, init_from, max_steps)
     except StageCanceled:
         raise
     except Exception as e:
         sink.error(f"{type(e).__name__}: {e}", tb.format_exc())
         raise
+
+
+def run_rank(
+    plan: Plan,
+    stage_index: int,
+    out_dir: Path,
+    sink: MetricSink,
+    control: Control | None,
+    init_from: Path | None,
+    max_steps: int | None,
+    ranks: Solo = SOLO,
+) -> StageResult:
+    """run_stage's work in this process: the whole stage, or the share ``ranks`` gives it."""
+    src, resumed = _start_point(plan, stage_index, out_dir, init_from)
+
+    # A resumed stage needs its origin only to rebuild a dpo/rl reference: looked up then, so a
+    # fork from a mid-stage checkpoint (its run dir holds no earlier stage end) still resumes.
+    def origin():
+        return _origin(plan, stage_index, out_dir, init_from) if resumed else src
+
+    stage = _Stage(plan, stage_index, out_dir, sink, control, src, resumed, origin, ranks)
+    return stage.run(max_steps)
 
 
 def run_plan(

@@ -21,6 +21,7 @@ from pydantic import (
     Field,
     ValidationError,
     ValidationInfo,
+    field_validator,
     model_validator,
 )
 
@@ -86,6 +87,7 @@ SIZES: dict[str, dict[str, int]] = {
 # for an absurd allocation. Budgets are bounded again, tighter and configurable, by PlanLimits.
 MAX_STEP = 2**53 - 1
 Width = Annotated[int, Field(gt=0, le=65_536)]
+MAX_DEVICES = 64  # processes of one DDP stage (trainers/distributed.py)
 Steps = Annotated[int, Field(gt=0, le=MAX_STEP)]
 
 
@@ -259,33 +261,29 @@ class SubsetSpec(_Model):
     """Train on part of a source (continual pre-training remedies): a ``count`` of documents
     or a ``fraction`` of them (or, with the entry's ``epochs``, as many as the stage's budget
     passes over that many times), chosen ``by`` a stable hash of each document, the top by a
-    numeric quality ``field`` of a file source, or the lowest loss under ``ref_model``."""
+    numeric quality ``field`` of a file source, or the lowest loss under ``ref_model``
+    (trainers/data/subset.py). A subset is of the training split; replaying the entry in a
+    later stage replays the same subset."""
 
     count: Annotated[int, Field(gt=0, le=MAX_STEP)] | None = None
     fraction: float | None = Field(None, gt=0.0, le=1.0)
     by: Literal["hash", "field", "ref_loss"] = "hash"
     field: str | None = Field(None, max_length=200, description="by field: higher is better")
     ref_model: str | None = Field(
-        None, max_length=1000, description="by ref_loss: HF model directory (as model.path)"
+        None,
+        max_length=1000,
+        description="by ref_loss: HF model directory (as model.path) with the run's tokenizer",
     )
 
-    @model_validator(mode="after")
-    def _check(self, info: ValidationInfo) -> SubsetSpec:
-        if self.count is not None and self.fraction is not None:
-            raise ValueError("give count or fraction, not both")
-        if self.by == "field" and not self.field:
-            raise ValueError("subset by field needs field")
-        if self.by != "field" and self.field:
-            raise ValueError("field only applies to subset by field")
-        if self.by == "ref_loss" and not self.ref_model:
-            raise ValueError("subset by ref_loss needs ref_model")
-        if self.by != "ref_loss" and self.ref_model:
-            raise ValueError("ref_model only applies to subset by ref_loss")
-        if self.ref_model:
-            _check_model_dir(
-                self.ref_model, "ref_model", (info.context or {}).get("check_files", True)
-            )
-        return self
+    # The rules between fields (and with the entry's source and epochs) are checked by
+    # _subset_errors, so each error names its field (stages.1.data.0.subset.field).
+
+    @field_validator("ref_model")
+    @classmethod
+    def _ref_model_dir(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None:
+            _check_model_dir(value, "ref_model", (info.context or {}).get("check_files", True))
+        return value
 
 
 class DataSpec(SourceSpec):
@@ -299,22 +297,6 @@ class DataSpec(SourceSpec):
         description="passes over the subset in this stage: its size is the rows the stage "
         "draws from this entry divided by epochs",
     )
-
-    @model_validator(mode="after")
-    def _check_subset(self) -> DataSpec:
-        sized = self.subset is not None and (
-            self.subset.count is not None or self.subset.fraction is not None
-        )
-        if self.epochs is not None and sized:
-            raise ValueError("give epochs or a subset count/fraction, not both")
-        if self.subset is not None and not sized and self.epochs is None:
-            raise ValueError("a subset needs count, fraction, or the entry's epochs")
-        if (self.subset is not None or self.epochs is not None) and self.source_kind == "images":
-            raise ValueError("subset/epochs apply to text and pair sources, not builtin:digits")
-        by_field = self.subset is not None and self.subset.by == "field"
-        if by_field and not (self.file_path or self.dataset_ref):
-            raise ValueError("subset by field needs a file source with that field")
-        return self
 
     @property
     def ref(self) -> str:
@@ -491,6 +473,9 @@ class StageSpec(_Model):
         max_length=16,
         description="start from the weighted average of these checkpoints' models",
     )
+    devices: Annotated[int, Field(ge=1, le=MAX_DEVICES)] = Field(
+        1, description="processes that train the stage together (DDP; batch_size splits evenly)"
+    )
 
     @property
     def num_steps(self) -> int:
@@ -641,6 +626,11 @@ def _stage_training_errors(plan: Plan, i: int, lm_model: bool) -> Iterator[dict[
         yield _error(f"{p}.grow", "the first stage starts from scratch: grow a later stage")
     if st.seq_len > plan.model.max_positions:
         yield _error(f"{p}.seq_len", f"exceeds model.max_positions ({plan.model.max_positions})")
+    if st.batch_size % st.devices:
+        yield _error(
+            f"{p}.devices",
+            f"batch_size {st.batch_size} does not split evenly over {st.devices} devices",
+        )
     if not sum(d.weight for d in st.data) > 0:
         yield _error(f"{p}.data", "weights must sum to a positive number")
     for j, d in enumerate(st.data):
@@ -655,6 +645,10 @@ def _stage_training_errors(plan: Plan, i: int, lm_model: bool) -> Iterator[dict[
             yield _error(
                 f"{p}.data.{j}.source", f"preference pairs train a dpo stage, not {st.objective}"
             )
+    for d, _, _ in plan.resolve_replay(i):
+        if d.source_kind == "preference":
+            j = next(j for j, rp in enumerate(st.replay) if rp.source in (d.ref, d.source))
+            yield _error(f"{p}.replay.{j}.source", "preference pairs cannot be replayed")
 
 
 _NEEDS = {
@@ -721,6 +715,48 @@ def _stage_reference_errors(
         yield _error(f"{p}.dense_eval.interval", "must not exceed dense_eval.steps")
 
 
+def _subset_errors(plan: Plan, i: int) -> Iterator[dict[str, str]]:
+    """Stage i's data entries with a subset or epochs: sized exactly one way (count,
+    fraction, or the entry's epochs), on a source that has documents to choose."""
+    for j, d in enumerate(plan.stages[i].data):
+        p, s = f"stages.{i}.data.{j}", d.subset
+        if s is None and d.epochs is None:
+            continue
+        if d.source_kind == "images":
+            yield _error(
+                f"{p}.{'subset' if s is not None else 'epochs'}",
+                "subset/epochs apply to text and pair sources, not builtin:digits",
+            )
+            continue
+        if s is None:
+            continue  # epochs alone: a subset by hash, sized by the stage's budget
+        if s.count is not None and s.fraction is not None:
+            yield _error(f"{p}.subset.fraction", "give count or fraction, not both")
+        sized = s.count is not None or s.fraction is not None
+        if sized and d.epochs is not None:
+            yield _error(
+                f"{p}.epochs", "give epochs or a subset count/fraction, not both (epochs sizes it)"
+            )
+        if not sized and d.epochs is None:
+            yield _error(f"{p}.subset", "a subset needs count, fraction, or the entry's epochs")
+        yield from _subset_rule_errors(f"{p}.subset", s, d)
+
+
+def _subset_rule_errors(p: str, s: SubsetSpec, d: DataSpec) -> Iterator[dict[str, str]]:
+    """A subset's ``by`` has what it needs: a quality field of a file, or a reference model."""
+    if s.by == "field" and not s.field:
+        yield _error(f"{p}.field", "subset by field needs field (numeric, higher is better)")
+    if s.by != "field" and s.field:
+        yield _error(f"{p}.field", "field only applies to subset by field")
+    fields_file = d.dataset_ref is not None or (d.file_path or "").endswith((".jsonl", ".parquet"))
+    if s.by == "field" and not fields_file:
+        yield _error(f"{p}.by", "subset by field needs a .jsonl/.parquet file or dataset: source")
+    if s.by == "ref_loss" and not s.ref_model:
+        yield _error(f"{p}.ref_model", "subset by ref_loss needs ref_model")
+    if s.by != "ref_loss" and s.ref_model:
+        yield _error(f"{p}.ref_model", "ref_model only applies to subset by ref_loss")
+
+
 def _file_errors(plan: Plan) -> Iterator[dict[str, str]]:
     """Sources this machine reads: ``file:`` paths exist, no server references."""
     specs: list[tuple[str, SourceSpec]] = [
@@ -745,6 +781,7 @@ def _semantic_errors(plan: Plan, check_files: bool) -> list[dict[str, str]]:
     sources_so_far: list[set[str]] = []
     for i, st in enumerate(plan.stages):
         errs += _stage_training_errors(plan, i, lm_model)
+        errs += _subset_errors(plan, i)
         errs += _stage_reference_errors(plan, i, sources_so_far)
         sources_so_far.append({d.ref for d in st.data} | {d.source for d in st.data})
     if check_files:

@@ -11,13 +11,16 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
+from runs.consumers import RetryOnOutage  # noqa: E402
 from runs.routing import websocket_urlpatterns  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
+        # RetryOnOutage outside the auth stack: a session/user lookup that fails on a
+        # database outage is a retryable close (1013), not a refused handshake
         "websocket": AllowedHostsOriginValidator(
-            AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
+            RetryOnOutage(AuthMiddlewareStack(URLRouter(websocket_urlpatterns)))
         ),
     }
 )

@@ -144,6 +144,12 @@ STORAGES = {
 }
 WHITENOISE_USE_FINDERS = True
 MEDIA_ROOT = STAGEWISE_DATA_DIR / "uploads"
+# Shared storage (runs/storage.py). Unset: checkpoints and uploads live under the data dir
+# only. An fsspec URL (s3://bucket/prefix, gs://..., /mnt/nfs/stagewise): the store of record
+# that workers on other machines read and write; STAGEWISE_STORAGE_OPTIONS is a JSON object of
+# the filesystem's keyword arguments (s3fs: endpoint_url, key, secret; or AWS_* variables).
+STAGEWISE_STORAGE_URL = env.str("STAGEWISE_STORAGE_URL", default="")
+STAGEWISE_STORAGE_OPTIONS = env.str("STAGEWISE_STORAGE_OPTIONS", default="")
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 LOGIN_URL = "/accounts/login/"
 LOGIN_REDIRECT_URL = "/"
@@ -306,6 +312,7 @@ STAGEWISE_CONTROL_TASKS = (
     "runs.tasks.requeue_expired",
     "runs.tasks.dispatch_runs",
     "runs.tasks.sync_queue_consumers",
+    "runs.tasks.workers_mark_lost",
 )
 CELERY_TASK_ROUTES = {name: {"queue": STAGEWISE_CONTROL_QUEUE} for name in STAGEWISE_CONTROL_TASKS}
 # A tick not run within `expires` seconds is dropped (a later one does the same work), so a
@@ -317,6 +324,11 @@ CELERY_BEAT_SCHEDULE = {
         "options": {"expires": 30},
     },
     "dispatch": {"task": "runs.tasks.dispatch_runs", "schedule": 5.0, "options": {"expires": 30}},
+    "mark-lost-workers": {
+        "task": "runs.tasks.workers_mark_lost",
+        "schedule": 15.0,
+        "options": {"expires": 30},
+    },
     "sync-queue-consumers": {
         "task": "runs.tasks.sync_queue_consumers",
         "schedule": 30.0,
@@ -327,6 +339,10 @@ CELERY_BEAT_SCHEDULE = {
 # Metric ingest commits asynchronously unless this is set (see runs/services/ingest.py).
 STAGEWISE_INGEST_SYNC_COMMIT = env.bool("STAGEWISE_INGEST_SYNC_COMMIT", default=False)
 
+# Worker registry (runs/execution/registry.py): seconds between a worker's heartbeats, and
+# of silence after which the scheduler marks it lost.
+STAGEWISE_WORKER_HEARTBEAT_SECONDS = env.float("STAGEWISE_WORKER_HEARTBEAT_SECONDS", default=10.0)
+STAGEWISE_WORKER_LOST_SECONDS = env.float("STAGEWISE_WORKER_LOST_SECONDS", default=45.0)
 # Worker leases (seconds); tests shorten these.
 STAGEWISE_LEASE_SECONDS = env.int("STAGEWISE_LEASE_SECONDS", default=60)
 STAGEWISE_HEARTBEAT_SECONDS = env.float("STAGEWISE_HEARTBEAT_SECONDS", default=10.0)

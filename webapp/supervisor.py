@@ -44,19 +44,34 @@ STOP_GRACE = 10.0  # SIGTERM, then this long before SIGKILL
 class Child:
     """A child process, restarted from the same command line and environment."""
 
-    def __init__(self, name: str, cmd: Sequence[str], env: Mapping[str, str]):
+    def __init__(
+        self,
+        name: str,
+        cmd: Sequence[str],
+        env: Mapping[str, str],
+        *,
+        pass_fds: Sequence[int] = (),
+        own_session: bool = True,
+    ):
         self.name, self.cmd, self.env = name, list(cmd), dict(env)
+        self.pass_fds = tuple(pass_fds)  # e.g. a listening socket shared by web processes
+        # False: stay in the parent's process group, so that killing the parent's group (as
+        # `up` does with a child it restarts) takes these along
+        self.own_session = own_session
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> None:
-        self.proc = subprocess.Popen(self.cmd, env=self.env, start_new_session=True)
+        self.proc = subprocess.Popen(
+            self.cmd, env=self.env, start_new_session=self.own_session, pass_fds=self.pass_fds
+        )
 
     def failure(self) -> str | None:
         """None while it runs; once its main process has exited, why (and the group is gone)."""
         code = self.proc.poll() if self.proc is not None else None
         if code is None:
             return None
-        _kill_group(self.proc.pid)
+        if self.own_session:
+            _kill_group(self.proc.pid)
         return f"exited (code {code})"
 
     def request_stop(self) -> None:
@@ -71,7 +86,10 @@ class Child:
             self.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             pass
-        _kill_group(self.proc.pid)  # also what a graceful exit may have left behind
+        if self.own_session:
+            _kill_group(self.proc.pid)  # also what a graceful exit may have left behind
+        elif self.proc.poll() is None:
+            self.proc.kill()
         self.proc.wait()
 
 

@@ -1,6 +1,11 @@
-"""The web server: daphne, with request bodies bounded before they are buffered.
+"""The web server: daphne, with request bodies bounded before they are buffered, in one or
+several processes.
 
 ``python -m webapp.web -b HOST -p PORT webapp.asgi:application`` takes daphne's own arguments.
+``--processes N`` (N > 1) opens the listening socket once and runs N daphne processes on it
+(``--fd``; the kernel spreads connections between them), restarted when one exits
+(webapp/supervisor.py), until SIGTERM or Ctrl-C. Websockets work across them: each process
+joins the same channel-layer groups in Redis, so a push reaches a page on any of them.
 
 Why not plain daphne: daphne (through twisted) receives a whole request body before the
 application runs and then puts all of it on the application's queue at once, so a 100 MB POST
@@ -14,6 +19,7 @@ Content-Length (chunked) keep daphne's path and are bounded by the JSON parser.
 from __future__ import annotations
 
 import json
+import socket
 import sys
 
 
@@ -73,7 +79,68 @@ def install() -> None:
     WebRequest.process = bounded_process
 
 
+def _listening_socket(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host.strip("[]"), port))
+    sock.listen(1024)
+    sock.set_inheritable(True)
+    return sock
+
+
+def _option(argv: list[str], *names: str, default: str | None = None) -> str | None:
+    for i, a in enumerate(argv):
+        if a in names and i + 1 < len(argv):
+            return argv[i + 1]
+    return default
+
+
+def _without(argv: list[str], *names: str) -> list[str]:
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a in names:
+            skip = True
+        else:
+            out.append(a)
+    return out
+
+
+def serve_processes(argv: list[str], processes: int) -> None:
+    """N daphne processes on one socket, kept running until SIGTERM / Ctrl-C."""
+    import os
+    import signal
+
+    from webapp.supervisor import Child, Supervisor
+
+    host = _option(argv, "-b", "--bind", default="127.0.0.1")
+    port = int(_option(argv, "-p", "--port", default="8000"))
+    sock = _listening_socket(host, port)
+    rest = _without(argv, "-b", "--bind", "-p", "--port", "--processes")
+    cmd = [sys.executable, "-m", "webapp.web", "--fd", str(sock.fileno()), *rest]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    fds = [sock.fileno()]
+    children = [
+        Child(f"web-{i}", cmd, env, pass_fds=fds, own_session=False) for i in range(processes)
+    ]
+    supervisor = Supervisor(children, log=lambda line: print(line, file=sys.stderr, flush=True))
+
+    def on_signal(signum, frame):
+        supervisor.stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    print(f"web: {processes} processes on {host}:{port}", file=sys.stderr, flush=True)
+    supervisor.run()
+
+
 def main(argv: list[str]) -> None:
+    processes = int(_option(argv, "--processes", default="1"))
+    if processes > 1:
+        return serve_processes(argv, processes)
+    argv = _without(argv, "--processes")
     import django
 
     django.setup()  # the limits are settings

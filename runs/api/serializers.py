@@ -129,7 +129,24 @@ class RunOut(serializers.ModelSerializer):
         return external_report_status(run)["stale"]
 
 
+class MergeParentOut(serializers.Serializer):
+    """One checkpoint a stage of the run starts from the weighted average of (init_merge)."""
+
+    stage_index = serializers.IntegerField()
+    position = serializers.IntegerField(help_text="J in stages.N.init_merge.J")
+    reference = serializers.CharField(help_text="run:<run_id>@<step>")
+    weight = serializers.FloatField(help_text="as written (the merge normalises the weights)")
+    checkpoint = serializers.IntegerField(
+        source="checkpoint_id", allow_null=True, help_text="null once the checkpoint is deleted"
+    )
+    run = serializers.IntegerField(source="checkpoint.run_id", default=None, allow_null=True)
+    step = serializers.IntegerField(source="checkpoint.step", default=None, allow_null=True)
+
+
 class RunDetailOut(RunOut):
+    merge_parents = serializers.SerializerMethodField(
+        help_text="the checkpoints (of the team's runs) its stages start from the merge of"
+    )
     plan = NullablePlanField(
         read_only=True,
         help_text="the validated plan snapshot this run executes (null: a free-form run)",
@@ -139,6 +156,10 @@ class RunDetailOut(RunOut):
         read_only=True, help_text="the client's configuration as logged (external runs)"
     )
 
+    @extend_schema_field(MergeParentOut(many=True))
+    def get_merge_parents(self, run: Run) -> list[dict]:
+        return MergeParentOut(run.merge_parents.select_related("checkpoint"), many=True).data
+
     def to_representation(self, run):
         data = super().to_representation(run)
         if run.free_form:
@@ -146,7 +167,7 @@ class RunDetailOut(RunOut):
         return data
 
     class Meta(RunOut.Meta):
-        fields = [*RunOut.Meta.fields, "notes", "plan", "overrides", "config"]
+        fields = [*RunOut.Meta.fields, "notes", "plan", "overrides", "config", "merge_parents"]
 
 
 class RunUpdateIn(serializers.Serializer):
@@ -511,6 +532,17 @@ class WorkerOut(serializers.Serializer):
     all_queues = serializers.BooleanField(
         help_text="an all-queues worker: it also takes every queue created after it started"
     )
+    state = serializers.ChoiceField(
+        choices=["online", "lost", "stopped"], help_text="lost: its heartbeats stopped"
+    )
+    host = serializers.CharField()
+    devices = serializers.ListField(
+        child=serializers.DictField(), help_text='[{"kind": "cuda"|"cpu", "name", "memory_bytes"}]'
+    )
+    memory_bytes = serializers.IntegerField(allow_null=True, help_text="host memory")
+    version = serializers.CharField()
+    started_at = serializers.DateTimeField()
+    heartbeat_at = serializers.DateTimeField()
 
 
 # ------------------------------------------------------------------ many runs at once (compare)

@@ -44,6 +44,7 @@ from runs.services.datasets_api import (
     runs_using_versions,
     upload_filename,
 )
+from runs.services.stored_files import dataset_file
 
 CHUNK = 256 * 1024
 SLUG_MAX = 100
@@ -239,7 +240,7 @@ class DatasetVersionDownload(APIView):
     def get(self, request, dataset_id: int, version: int):
         v = _version(request, dataset_id, version)
         try:
-            fh = open(v.storage_path, "rb")  # noqa: SIM115 - closed with the response
+            fh = open(dataset_file(v), "rb")  # noqa: SIM115 - closed with the response
         except OSError as exc:
             return _unreadable(exc)
         response = FileResponse(

@@ -8,6 +8,7 @@ nothing but check names and reasons. ``/metrics`` names queues, so it needs the 
 from __future__ import annotations
 
 import hmac
+import os
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -25,7 +26,8 @@ _registry.register(OpsCollector(open_connections))
 
 @require_GET
 def healthz(request: HttpRequest) -> JsonResponse:
-    return JsonResponse({"status": "ok"})
+    # the process id tells a multi-process web tier's processes apart (webapp/web.py)
+    return JsonResponse({"status": "ok", "process": os.getpid()})
 
 
 @require_GET

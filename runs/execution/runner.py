@@ -9,8 +9,11 @@ import traceback
 
 from runs.execution.heartbeat import Heartbeat
 from runs.execution.sink import DjangoSink
+from runs.models import StageRun
 from runs.selectors.run_files import run_dir
+from runs.selectors.workers import stage_devices
 from runs.services.data_access import plan_for_engine
+from runs.services.dispatch import stage_give_back
 from runs.services.leases import lease_acquire
 from runs.services.stages import (
     checkpoints_drop_unindexed,
@@ -19,6 +22,8 @@ from runs.services.stages import (
     stage_preempted,
     stage_succeeded,
 )
+from runs.services.stored_files import checkpoints_fetch_for_stage
+from trainers.distributed import device_capacity
 from trainers.engine import run_stage
 from trainers.events import StageCanceled, StagePreempted
 from trainers.plan import validate_plan
@@ -33,7 +38,20 @@ def worker_identity() -> str:
 
 def execute(stage_run_id: int, token: str) -> str:
     with log_context(stage_run_id=stage_run_id):
-        return _execute(stage_run_id, token)
+        return _give_back(stage_run_id, token) or _execute(stage_run_id, token)
+
+
+def _give_back(stage_run_id: int, token: str) -> str | None:
+    """When the stage asks for more devices than this worker has: the task goes back (the
+    stage is requeued unstarted, for a worker with enough) and this says so; else None."""
+    sr = StageRun.objects.select_related("run").filter(pk=stage_run_id).first()
+    need = 1 if sr is None else stage_devices(sr.run.plan, sr.stage_index)
+    if need <= 1 or need <= (have := device_capacity()):
+        return None
+    if not stage_give_back(stage_run_id=stage_run_id, token=token):
+        return "skipped: stage run is held by another worker or not runnable"
+    log.info("stage run %s needs %s devices, this worker has %s: given back", sr.pk, need, have)
+    return f"given back: the stage needs {need} devices, this worker has {have}"
 
 
 def _execute(stage_run_id: int, token: str) -> str:
@@ -55,6 +73,7 @@ def _execute(stage_run_id: int, token: str) -> str:
             local = plan_for_engine(stored, run.plan, team=run.team)
             plan = validate_plan(local, check_files=True)
             checkpoints_drop_unindexed(run=run, out_dir=run_dir(run))
+            checkpoints_fetch_for_stage(run)  # shared storage: what the stage continues from
             run_stage(plan, sr.stage_index, run_dir(run), sink, control=hb)
             if not sink.close():
                 raise RuntimeError("the stage finished but its last metrics could not be stored")

@@ -18,6 +18,7 @@ from runs.models import StageRun
 from runs.services.ingest import IngestError, IngestPoint
 from runs.services.points import LeaseLost, points_from_worker
 from runs.services.stages import checkpoint_record
+from runs.services.stored_files import checkpoint_publish
 from trainers.events import CheckpointInfo, Point
 from trainers.sender import FLUSH_SECONDS, BufferedSender
 from trainers.sinks import BaseSink
@@ -52,6 +53,8 @@ class DjangoSink(BaseSink):
         # later starts from the newest *indexed* checkpoint and re-sends what follows.
         if not self.flush(wait=True):
             raise RuntimeError(f"could not store metrics up to step {info.step}; not indexing it")
+        # With shared storage, uploaded before it is indexed: every row is in the store.
+        checkpoint_publish(run=self.stage_run.run, path=info.path)
         checkpoint_record(
             stage_run=self.stage_run, path=info.path, step=info.step, stage_end=info.stage_end
         )

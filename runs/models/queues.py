@@ -5,6 +5,10 @@ from django.db.models import Q
 
 from runs.models.base import TimeStampedModel
 
+# A worker whose Celery node name starts with this consumes every queue, also those created
+# after it started (runs/services/queues.py adds them to it)
+ALL_QUEUES_NODE = "all-queues"
+
 
 class Queue(TimeStampedModel):
     """An admin-managed work queue. Workers listen on it by name (celery -Q <name>)."""
@@ -63,3 +67,47 @@ class WorkerLease(models.Model):
 
     def __str__(self) -> str:
         return f"{self.worker_id} → {self.stage_run_id}"
+
+
+class WorkerState(models.TextChoices):
+    ONLINE = "online", "Online"
+    LOST = "lost", "Lost (no heartbeat)"
+    STOPPED = "stopped", "Stopped"
+
+
+class Worker(models.Model):
+    """A Celery worker as it announced itself (runs/execution/registry.py): where it runs,
+    what it has, what it consumes; kept current by its heartbeats. A worker whose heartbeats
+    stop is marked lost by the scheduler (runs/services/workers.py)."""
+
+    name = models.CharField(max_length=200, unique=True, help_text="Celery node name@host")
+    host = models.CharField(max_length=200)
+    pid = models.PositiveIntegerField()
+    queues = models.JSONField(default=list, help_text="queue names it consumes")
+    devices = models.JSONField(
+        default=list, help_text='[{"kind": "cuda"|"cpu", "name", "memory_bytes"}, ...]'
+    )
+    memory_bytes = models.BigIntegerField(null=True, blank=True, help_text="host memory")
+    version = models.CharField(max_length=100, blank=True)
+    state = models.CharField(max_length=10, choices=WorkerState, default=WorkerState.ONLINE)
+    started_at = models.DateTimeField()
+    heartbeat_at = models.DateTimeField(db_index=True)
+    stopped_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.state})"
+
+    @property
+    def gpu_count(self) -> int:
+        return sum(1 for d in self.devices if d.get("kind") == "cuda")
+
+    @property
+    def device_count(self) -> int:
+        """Devices one stage may use here (``devices: N``): its GPUs, else the ``count`` of
+        its CPU entry (``STAGEWISE_CPU_DEVICES`` of the worker, 1 if absent)."""
+        if self.gpu_count:
+            return self.gpu_count
+        return sum(int(d.get("count", 1)) for d in self.devices if d.get("kind") == "cpu")

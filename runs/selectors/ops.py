@@ -103,14 +103,11 @@ class OpsCollector(Collector):
         )
 
     def _workers(self) -> Iterator:
-        from runs.selectors.workers import BrokerUnavailable, active_queues
+        from runs.selectors.workers import worker_counts
 
-        try:
-            workers = active_queues(timeout=1.0)
-        except BrokerUnavailable:
-            yield GaugeMetricFamily("stagewise_broker_up", "The broker answered", value=0)
-            return
-        yield GaugeMetricFamily("stagewise_broker_up", "The broker answered", value=1)
-        yield GaugeMetricFamily(
-            "stagewise_workers", "Celery workers that answered", value=len(workers)
+        fam = GaugeMetricFamily(
+            "stagewise_workers", "Registered workers by state", labels=["state"]
         )
+        for state, n in worker_counts().items():
+            fam.add_metric([state], n)
+        yield fam

@@ -1,57 +1,26 @@
-"""Which Celery workers are up and which queues each consumes, as the workers themselves
-answer a broadcast (``inspect().active_queues()``, about 1 s; the answer is kept in Django's
-cache for a few seconds so that several callers do not each wait for it).
+"""The worker registry's reads: the workers that announced themselves
+(runs/execution/registry.py), their host, devices, memory, version, heartbeat and state, and
+the queues each consumes as far as the user may see them.
 
 Workers are shared by all teams: a user sees the queues their teams may use (an empty
-``allowed_teams`` is every team's), staff see all. A worker busy on a stage still answers
-(the pool's main process handles control messages), unless it runs with ``-P solo``."""
+``allowed_teams`` is every team's), staff see all. A stopped worker is listed for a day after
+it stopped; online and lost ones always."""
 
 from __future__ import annotations
 
-import logging
+from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
-from django.core.cache import cache
+from django.db.models import Q
+from django.utils import timezone
 
-from runs.models import Queue
+from runs.models import Queue, Worker, WorkerState
+from runs.models.queues import ALL_QUEUES_NODE  # such a worker serves every queue
 from runs.selectors.queues import queues_for_teams
 from runs.selectors.teams import team_ids_for
-from runs.services.queues import ALL_QUEUES_NODE  # such a worker serves every queue
 
-log = logging.getLogger(__name__)
-
-CACHE_KEY = "stagewise:workers-active-queues"
-CACHE_SECONDS = 10
-
-
-class BrokerUnavailable(Exception):
-    """The workers could not be asked (the broker is away)."""
-
-
-def _ask_workers(timeout: float) -> dict[str, list[str]]:
-    from webapp.celery import app
-
-    with app.connection_for_write() as conn:
-        conn.ensure_connection(max_retries=1)  # fail fast: a page never hangs on the broker
-        replies = app.control.inspect(timeout=timeout, connection=conn).active_queues() or {}
-    return {worker: sorted({q["name"] for q in consumed}) for worker, consumed in replies.items()}
-
-
-def active_queues(*, timeout: float = 1.0) -> dict[str, list[str]]:
-    """worker node name -> the queue names it consumes; BrokerUnavailable if it cannot be asked."""
-    cached = cache.get(CACHE_KEY)
-    if cached is not None:
-        return cached
-    try:
-        answer = _ask_workers(timeout)
-    except Exception as exc:
-        log.warning("could not ask workers for their queues", exc_info=True)
-        raise BrokerUnavailable(
-            "the workers cannot be asked now: the broker is not reachable"
-        ) from exc
-    cache.set(CACHE_KEY, answer, CACHE_SECONDS)
-    return answer
+STOPPED_SHOWN_FOR = timedelta(days=1)
 
 
 def visible_queue_names(user) -> set[str]:
@@ -59,16 +28,70 @@ def visible_queue_names(user) -> set[str]:
     return set(qs.values_list("name", flat=True).distinct())
 
 
-def worker_list(*, user, timeout: float = 1.0) -> list[dict[str, Any]]:
-    """The workers that answered, by name, each with the queues of the table it consumes that
-    ``user`` may see (workers consuming none of those are left out; the control worker, whose
-    queue is not a training queue, too)."""
+def workers_listed():
+    recent = timezone.now() - STOPPED_SHOWN_FOR
+    return Worker.objects.filter(~Q(state=WorkerState.STOPPED) | Q(stopped_at__gte=recent))
+
+
+def worker_list(*, user) -> list[dict[str, Any]]:
+    """The registered workers by name, each with the queues it consumes that ``user`` may
+    see (workers consuming none of those are left out; the control worker, whose queue is
+    not a training queue, too)."""
     visible = visible_queue_names(user)
     control = settings.STAGEWISE_CONTROL_QUEUE
     out = []
-    for name, queues in sorted(active_queues(timeout=timeout).items()):
-        shown = [q for q in queues if q in visible and q != control]
+    for w in workers_listed().order_by("name"):
+        shown = [q for q in w.queues if q in visible and q != control]
         if not shown:
             continue
-        out.append({"name": name, "queues": shown, "all_queues": name.startswith(ALL_QUEUES_NODE)})
+        out.append({
+            "name": w.name,
+            "queues": shown,
+            "all_queues": w.name.startswith(ALL_QUEUES_NODE),
+            "state": w.state,
+            "host": w.host,
+            "devices": w.devices,
+            "memory_bytes": w.memory_bytes,
+            "version": w.version,
+            "started_at": w.started_at,
+            "heartbeat_at": w.heartbeat_at,
+        })  # fmt: skip
     return out
+
+
+def worker_counts() -> dict[str, int]:
+    """Registered workers per state (stopped ones of the last day included)."""
+    counts = dict.fromkeys(WorkerState.values, 0)
+    for state in workers_listed().values_list("state", flat=True):
+        counts[state] += 1
+    return counts
+
+
+def queue_device_capacity() -> dict[str, int]:
+    """Queue name -> the most devices one online worker consuming it offers a stage
+    (``Worker.device_count``); queues no online worker consumes are absent."""
+    capacity: dict[str, int] = {}
+    for w in Worker.objects.filter(state=WorkerState.ONLINE).only("queues", "devices"):
+        for q in w.queues:
+            capacity[q] = max(capacity.get(q, 0), w.device_count)
+    return capacity
+
+
+def stage_devices(plan: dict, stage_index: int) -> int:
+    """The devices stage ``stage_index`` of a stored plan asks for: 1 unless it says more
+    (also for a row whose plan is no plan, e.g. made by hand in the admin)."""
+    try:
+        return int(plan["stages"][stage_index].get("devices", 1))
+    except (KeyError, IndexError, TypeError, AttributeError, ValueError):
+        return 1
+
+
+def devices_wait(*, need: int, queue: str, capacity: dict[str, int]) -> str | None:
+    """Why a stage that asks for ``need`` devices cannot start on ``queue`` now, or None.
+    One device is always there: such a stage waits only for a free slot."""
+    have = capacity.get(queue)
+    if need <= 1 or (have or 0) >= need:
+        return None
+    if have is None:
+        return f"needs {need} devices; no online worker consumes this queue"
+    return f"needs {need} devices; the largest online worker on this queue has {have}"

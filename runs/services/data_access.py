@@ -5,8 +5,11 @@ A server plan may name:
 - builtin sources (``builtin:prose`` ...);
 - the team's registered dataset versions: ``dataset:<name>`` (the latest version, pinned to
   ``dataset:<name>@<version>`` in the run's snapshot) or ``dataset:<name>@<version>``;
-- as ``model.path`` or ``curriculum.ref_model``: ``run:<run_id>@<step>``, the model saved in
-  a checkpoint of one of the team's runs;
+- as ``model.path``, ``curriculum.ref_model`` or a data entry's ``subset.ref_model``:
+  ``run:<run_id>@<step>``, the model saved in a checkpoint of one of the team's runs;
+- in a stage's ``init_merge``: ``{"run": <run_id>, "step": <step>, "weight": w}``, a
+  checkpoint of one of the team's runs (recorded as the run's merge parents), or a ``path``
+  under a granted folder;
 - files and model directories under a folder granted to the team: a ``DataRoot`` row (Django
   admin) or ``STAGEWISE_DATA_ROOTS`` (``team-slug=/path:/other;team2=/path``).
 
@@ -27,13 +30,26 @@ import logging
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 
-from runs.models import Checkpoint, DataRoot, DatasetVersion, Run, RunDatasetVersion, Team
+from runs.models import (
+    Checkpoint,
+    DataRoot,
+    DatasetVersion,
+    Run,
+    RunDatasetVersion,
+    RunMergeParent,
+    Team,
+)
+from runs.services.stored_files import (
+    checkpoint_dir,
+    checkpoint_fetch,
+    checkpoint_files,
+    dataset_file,
+)
 from trainers.plan import (
     DATASET_PREFIX,
     FILE_SUFFIXES,
@@ -52,6 +68,10 @@ PATH_DENIED = (
 MODEL_DENIED = (
     "not a model this team may read: use run:<run_id>@<step> for a checkpoint of one of the "
     "team's runs, or a folder an admin granted to the team"
+)
+MERGE_DENIED = (
+    "not a checkpoint this team may read: give the run and step of a checkpoint of one of "
+    "the team's runs, or a path under a folder an admin granted to the team"
 )
 EXTERNAL_REFERENCE = (
     "an external run reads its files on its own machine: give a local path there, "
@@ -141,6 +161,7 @@ class PlanReads:
     datasets: dict[str, DatasetVersion] = field(default_factory=dict)
     files: dict[str, str] = field(default_factory=dict)  # file: source -> resolved path
     models: dict[str, str] = field(default_factory=dict)  # model.path / ref_model -> dir
+    checkpoints: dict[str, int] = field(default_factory=dict)  # run:<id>@<step> -> Checkpoint
 
 
 def _sources(plan: Plan) -> Iterator[tuple[str, SourceSpec]]:
@@ -157,6 +178,16 @@ def _model_dirs(plan: Plan) -> Iterator[tuple[str, str]]:
     for i, st in enumerate(plan.stages):
         if st.curriculum is not None and st.curriculum.ref_model:
             yield f"stages.{i}.curriculum.ref_model", st.curriculum.ref_model
+        for j, d in enumerate(st.data):
+            if d.subset is not None and d.subset.ref_model:
+                yield f"stages.{i}.data.{j}.subset.ref_model", d.subset.ref_model
+
+
+def _merge_refs(plan: Plan) -> Iterator[tuple[str, str]]:
+    """(field, reference) of every ``init_merge`` entry: ``run:<id>@<step>`` or its path."""
+    for i, st in enumerate(plan.stages):
+        for j, m in enumerate(st.init_merge or []):
+            yield f"stages.{i}.init_merge.{j}", m.ref
 
 
 def _fields_of(spec: SourceSpec) -> dict[str, str]:
@@ -166,8 +197,9 @@ def _fields_of(spec: SourceSpec) -> dict[str, str]:
 
 
 class _Checker:
-    def __init__(self, team: Team | None):
+    def __init__(self, team: Team | None, fetch: bool = False):
         self.team = team
+        self.fetch = fetch  # shared storage: download the checkpoints read (a worker)
         self.reads = PlanReads()
         self.errors: dict[str, list[str]] = {}
         self._roots: list[str] | None = None
@@ -230,7 +262,18 @@ class _Checker:
             return self.err(where, f"model directory not found: {value}")
         self.reads.models[value] = real
 
-    def checkpoint(self, where: str, value: str) -> None:
+    def merge_entry(self, where: str, value: str, lm: bool) -> None:
+        """An init_merge entry: a checkpoint of the team's runs (an mlp one when not ``lm``)
+        or a model directory under a granted folder."""
+        if value.startswith(RUN_PREFIX):
+            return self.checkpoint(where, value, denied=MERGE_DENIED, lm=lm)
+        return self.model(where, value)
+
+    def checkpoint(
+        self, where: str, value: str, *, denied: str = MODEL_DENIED, lm: bool = True
+    ) -> None:
+        """``run:<id>@<step>``: the model folder of that checkpoint of one of the team's runs
+        (a language model, or with ``lm=False`` an mlp)."""
         ref = parse_run_ref(value)
         own = (
             ref is not None
@@ -238,7 +281,7 @@ class _Checker:
             and Run.objects.filter(pk=ref[0], team=self.team).exists()
         )
         if not own:  # another team's run answers like a missing one
-            return self.err(where, MODEL_DENIED)
+            return self.err(where, denied)
         run_id, step = ref
         ckpt = Checkpoint.objects.filter(run_id=run_id, step=step).first()
         if ckpt is None:
@@ -251,19 +294,26 @@ class _Checker:
             return self.err(
                 where, f"run {run_id} has no checkpoint at step {step} (it has: {have})"
             )
-        model_dir = Path(ckpt.path) / "model"
-        if not (model_dir / "config.json").is_file():
-            gone = not model_dir.is_dir()
-            why = "is gone (pruned or moved)" if gone else "holds no language model"
+        if self.fetch:
+            checkpoint_fetch(ckpt)
+        files = checkpoint_files(ckpt)  # here, else in the shared store
+        if files is None or f"model/{'config.json' if lm else 'mlp.pt'}" not in files:
+            gone = files is None or not any(f.startswith("model/") for f in files)
+            what = "language model" if lm else "mlp model"
+            why = "is gone (pruned or moved)" if gone else f"holds no {what}"
             return self.err(where, f"the checkpoint at step {step} of run {run_id} {why}")
-        self.reads.models[value] = _real(str(model_dir))
+        self.reads.models[value] = _real(str(checkpoint_dir(ckpt) / "model"))
+        self.reads.checkpoints[value] = ckpt.pk
 
 
-def plan_reads(plan: Plan, *, team: Team | None, external: bool = False) -> PlanReads:
+def plan_reads(
+    plan: Plan, *, team: Team | None, external: bool = False, fetch: bool = False
+) -> PlanReads:
     """Check everything ``plan`` reads against what ``team`` may read and resolve it. Raises
     a ValidationError keyed by field path. ``team=None`` grants nothing but builtin sources.
-    ``external``: paths are the client's, not checked; server references are refused."""
-    c = _Checker(team)
+    ``external``: paths are the client's, not checked; server references are refused.
+    ``fetch``: checkpoints read are downloaded from the shared store first (a worker)."""
+    c = _Checker(team, fetch=fetch)
     for where, spec in _sources(plan):
         if external:
             if spec.dataset_ref is not None:
@@ -278,6 +328,12 @@ def plan_reads(plan: Plan, *, team: Team | None, external: bool = False) -> Plan
                 c.err(where, EXTERNAL_REFERENCE)
         else:
             c.model(where, value)
+    for where, value in _merge_refs(plan):
+        if external:
+            if value.startswith(RUN_PREFIX):
+                c.err(where, EXTERNAL_REFERENCE)
+        else:
+            c.merge_entry(where, value, lm=plan.model.arch != "mlp")
     if c.errors:
         raise ValidationError(c.errors)
     return c.reads
@@ -336,22 +392,48 @@ def plan_for_engine(plan: Plan, data: dict[str, Any], *, team: Team) -> dict[str
     again for ``team`` (a grant may have been withdrawn since the run was submitted).
     Raises PlanAccessError naming the field."""
     try:
-        reads = plan_reads(plan, team=team)
+        reads = plan_reads(plan, team=team, fetch=True)
     except ValidationError as exc:
         path, messages = next(iter(exc.message_dict.items()))
         raise PlanAccessError(f"{path}: {messages[0]}") from None
     out = copy.deepcopy(data)
-    new = {src: "file:" + _real(v.storage_path) for src, v in reads.datasets.items()}
+    new = {src: "file:" + _real(str(dataset_file(v))) for src, v in reads.datasets.items()}
     new.update({src: "file:" + real for src, real in reads.files.items() if src != "file:" + real})
     _rewrite_sources(out, new, name_data=True)
     model = out.get("model") or {}
     if model.get("path") in reads.models:
         model["path"] = reads.models[model["path"]]
     for st in out.get("stages") or []:
-        cur = st.get("curriculum") or {}
-        if cur.get("ref_model") in reads.models:
-            cur["ref_model"] = reads.models[cur["ref_model"]]
+        subsets = [d.get("subset") or {} for d in st.get("data") or []]
+        for ref in [st.get("curriculum") or {}, *subsets]:
+            if ref.get("ref_model") in reads.models:
+                ref["ref_model"] = reads.models[ref["ref_model"]]
+    _resolve_merges(out, reads)
     return out
+
+
+def _resolve_merges(data: dict[str, Any], reads: PlanReads) -> None:
+    """Each init_merge entry of ``data`` as a local ``path`` (a checkpoint's model folder)."""
+    for st in data.get("stages") or []:
+        for m in st.get("init_merge") or []:
+            ref = m.get("path") or f"{RUN_PREFIX}{m.get('run')}@{m.get('step')}"
+            if ref in reads.models:
+                m.pop("run", None)
+                m.pop("step", None)
+                m["path"] = reads.models[ref]
+
+
+def run_record_merge_parents(run: Run, plan: Plan, reads: PlanReads, *, first: int = 0) -> None:
+    """Lineage: the checkpoints (of the team's runs) that the run's stages from ``first`` on
+    start from the merge of, with their weights as written."""
+    rows = []
+    for i, st in enumerate(plan.stages[first:], start=first):
+        for j, m in enumerate(st.init_merge or []):
+            if m.ref in reads.checkpoints:
+                ckpt = reads.checkpoints[m.ref]
+                rows.append(RunMergeParent(run=run, stage_index=i, position=j, weight=m.weight,
+                                           reference=m.ref, checkpoint_id=ckpt))  # fmt: skip
+    RunMergeParent.objects.bulk_create(rows)
 
 
 __all__ = [
@@ -365,4 +447,5 @@ __all__ = [
     "plan_reads",
     "readable_path",
     "run_record_datasets",
+    "run_record_merge_parents",
 ]

@@ -17,6 +17,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 
 from runs.models import Dataset, DatasetVersion, Team
+from runs.services.stored_files import dataset_file, dataset_publish
 
 FORMATS = {".txt": "text", ".jsonl": "jsonl", ".parquet": "parquet"}
 PREVIEW_RECORDS = 20
@@ -145,7 +146,7 @@ def dataset_version_fields_problem(version: DatasetVersion, fields: dict[str, st
     A quick look at submit (the whole file was checked at upload, for the fields chosen
     then)."""
     try:
-        _count_and_check(Path(version.storage_path), version.format, fields, limit=100)
+        _count_and_check(dataset_file(version), version.format, fields, limit=100)
     except DatasetUploadError as exc:
         return str(exc)
     except OSError:
@@ -216,7 +217,17 @@ def _version_store(
         )  # fmt: skip
     except IntegrityError:
         raise DatasetUploadError("another upload of this dataset won; try again") from None
+    _publish(version)
     return version, True
+
+
+def _publish(version: DatasetVersion) -> None:
+    """Put the new version in the shared store, if one is set; the version is not created
+    (the transaction rolls back) when that fails."""
+    try:
+        dataset_publish(version)
+    except Exception as exc:
+        raise DatasetUploadError(f"could not put the file in shared storage: {exc}") from None
 
 
 def dataset_version_create(
@@ -254,7 +265,7 @@ def dataset_version_create(
 
 def dataset_preview(version: DatasetVersion, limit: int = PREVIEW_RECORDS) -> list[str]:
     """The first records as display strings (text lines, JSON objects, Parquet rows)."""
-    path = Path(version.storage_path)
+    path = dataset_file(version)
     if version.format == "parquet":
         import pyarrow.parquet as pq
 

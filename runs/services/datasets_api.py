@@ -19,6 +19,7 @@ from django.db.models.functions import Cast
 from runs.models import Dataset, DatasetVersion, Run, RunDatasetVersion
 from runs.services.datasets import FORMATS
 from runs.services.errors import Conflict
+from runs.services.stored_files import datasets_unstore_on_commit
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +96,7 @@ def _delete(dataset: Dataset, versions: list[DatasetVersion], what: str) -> None
         runs = sorted({r.pk: r for rs in used.values() for r in rs}.values(), key=lambda r: r.pk)
         raise DatasetInUse(what, runs)
     files = [p for p in (_stored_file(v) for v in versions) if p is not None]
+    datasets_unstore_on_commit(versions)  # their copies in the shared store, if one is set
     try:
         DatasetVersion.objects.filter(pk__in=[v.pk for v in versions]).delete()
     except (RestrictedError, ProtectedError):  # a run pinned it since the check above

@@ -9,6 +9,11 @@ token. The state changes are ``runs.services.transitions``'.
 
 External runs (trained elsewhere, reporting over the API) are never dispatched, and their
 running stages do not count against a queue's ``max_concurrent``: they use no worker.
+
+A stage whose plan asks for ``devices: N`` (N > 1) is sent only when an online worker that
+consumes its queue offers N devices (the worker registry, ``Worker.device_count``); until
+then it waits and the stages behind it may start. A worker that receives a stage it has too
+few devices for gives it back (``stage_give_back``) and the next dispatch sends it again.
 """
 
 from __future__ import annotations
@@ -20,7 +25,8 @@ from django.utils import timezone
 
 from runs.models import Queue, RunState, StageRun, StageState
 from runs.selectors.queues import queue_allowed_where
-from runs.services.leases import lease_reserve, leases_take_expired
+from runs.selectors.workers import devices_wait, queue_device_capacity, stage_devices
+from runs.services.leases import lease_reserve, lease_return, leases_take_expired
 from runs.services.transitions import run_to_running, stage_requeue, stage_to_running
 
 _DISPATCH_LOCK = 0x5747_0001  # advisory lock id: one dispatcher at a time
@@ -71,10 +77,14 @@ def dispatch() -> int:
         if not free:
             return 0
         now = timezone.now()
+        capacity = queue_device_capacity()
         for sr in _candidates(list(free)):
             qid = sr.run.queue_id
             if free[qid] <= 0:
                 continue
+            need = stage_devices(sr.run.plan, sr.stage_index)
+            if devices_wait(need=need, queue=sr.run.queue.name, capacity=capacity):
+                continue  # no worker here has that many devices (yet)
             token = lease_reserve(stage_run=sr, now=now)
             stage_to_running(sr)
             run_to_running(sr.run, now=now)
@@ -82,6 +92,18 @@ def dispatch() -> int:
             sent.append((sr.pk, token, sr.run.queue.name))
         transaction.on_commit(lambda: [_send(*s) for s in sent])
     return len(sent)
+
+
+@transaction.atomic
+def stage_give_back(*, stage_run_id: int, token: str) -> bool:
+    """The worker that received this task will not run it (too few devices): the stage goes
+    back to the queue unstarted, for the next dispatch (within seconds) to send it again.
+    False when the token no longer holds the stage."""
+    sr = lease_return(stage_run_id=stage_run_id, token=token)
+    if sr is None:
+        return False
+    stage_requeue(sr, now=timezone.now())
+    return True
 
 
 @transaction.atomic

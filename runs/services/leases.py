@@ -59,6 +59,23 @@ def lease_acquire(*, stage_run_id: int, token: str, worker_id: str) -> StageRun 
     return lease.stage_run
 
 
+def lease_return(*, stage_run_id: int, token: str) -> StageRun | None:
+    """Drop the placeholder lease of a dispatched task that its worker will not run (this
+    token's, unexpired): the stage run, still running, for the caller to requeue. None when
+    the token no longer holds it (expired and requeued, or taken over). Inside a
+    transaction."""
+    lease = (
+        WorkerLease.objects.select_for_update()
+        .select_related("stage_run", "stage_run__run")
+        .filter(stage_run_id=stage_run_id, worker_id=f"{_DISPATCHED}{token}")
+        .first()
+    )
+    if lease is None or lease.expires_at <= timezone.now():
+        return None
+    lease.delete()
+    return lease.stage_run
+
+
 def lease_renew(*, stage_run_id: int, worker_id: str) -> bool:
     """Heartbeat. False means the lease was lost (expired and taken): stop working."""
     now = timezone.now()

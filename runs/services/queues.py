@@ -25,11 +25,12 @@ from django.db.models import QuerySet
 from kombu import Connection
 
 from runs.models import Queue
+from runs.models.queues import ALL_QUEUES_NODE
 from runs.services.dispatch import dispatch
 
 log = logging.getLogger(__name__)
 
-ALL_QUEUES_NODE = "all-queues"
+# the node-name prefix of a worker that consumes every queue (runs.models.queues)
 _ALL_QUEUES_PATTERN = {"pattern": f"{ALL_QUEUES_NODE}*@*", "matcher": "glob"}
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
 from typing import Any
 
 from django.core.exceptions import ValidationError
@@ -12,13 +10,13 @@ from django.utils import timezone
 
 from runs.models import Checkpoint, Pipeline, Queue, Run, StageRun, StageState, Team
 from runs.selectors.queues import queue_allowed, queues_for_team
-from runs.selectors.run_files import run_dir
 from runs.services.analysis import analysis_seed_fork
-from runs.services.data_access import run_record_datasets
+from runs.services.data_access import run_record_datasets, run_record_merge_parents
 from runs.services.dispatch import dispatch
 from runs.services.errors import QueueAccessDenied
 from runs.services.plans import apply_overrides, plan_check
 from runs.services.realtime import run_event
+from runs.services.stored_files import checkpoint_available, checkpoint_fork_copy
 from runs.services.transitions import run_initial_fields, run_to_canceled, stage_initial_state
 from trainers.plan import Plan
 
@@ -109,6 +107,7 @@ def run_submit(
     )
     _create_stage_runs(run, validated, queue_first=not external)
     run_record_datasets(run, checked.reads)
+    run_record_merge_parents(run, validated, checked.reads)
     if not external:
         _dispatch_on_commit()
     return run
@@ -139,7 +138,7 @@ def run_fork(
     """A new run that shares the parent's history up to ``checkpoint`` and then runs
     ``stages`` (replacing the parent's later stages; default: the same ones)."""
     parent = checkpoint.run
-    if not Path(checkpoint.path).is_dir():
+    if not checkpoint_available(checkpoint):
         raise ValidationError({"checkpoint": ["checkpoint files are gone (pruned or moved)"]})
     team = team or parent.team
     queue = queue or parent.queue
@@ -170,9 +169,10 @@ def run_fork(
     )
     _create_stage_runs(run, validated, first=keep)
     run_record_datasets(run, checked.reads)
+    # the stages that start after the checkpoint (a resumed one does not merge again)
+    run_record_merge_parents(run, validated, checked.reads, first=stage_index + 1)
     # The fork resumes from its own copy of the checkpoint (the parent may prune its own).
-    dest = run_dir(run) / "checkpoints" / Path(checkpoint.path).name
-    shutil.copytree(checkpoint.path, dest)
+    checkpoint_fork_copy(checkpoint=checkpoint, run=run)
     analysis_seed_fork(run)
     _dispatch_on_commit()
     return run

@@ -15,6 +15,7 @@ from runs.models import Run
 from runs.models.runs import RUN_TERMINAL
 from runs.selectors.run_files import run_dir
 from runs.services.errors import Conflict
+from runs.services.stored_files import run_unstore_on_commit
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +96,7 @@ def run_delete(*, run: Run) -> None:
                 runs=[pk for pk, _ in forks],
             )
         folder = _own_files(locked)
+        run_unstore_on_commit(locked)  # its files in the shared store, if one is set
         locked.delete()
         if folder is not None:
             transaction.on_commit(lambda: _remove_folder(folder))

@@ -14,6 +14,7 @@ from runs.models import Checkpoint, Run, StageRun
 from runs.services.dispatch import dispatch
 from runs.services.leases import lease_release
 from runs.services.realtime import run_event
+from runs.services.stored_files import checkpoints_pruned, checkpoints_unstore
 from runs.services.transitions import (
     stage_requeue,
     stage_to_canceled,
@@ -65,18 +66,17 @@ def stage_failed(*, stage_run: StageRun, worker_id: str, error: str, traceback: 
 
 @transaction.atomic
 def checkpoint_record(*, stage_run: StageRun, path: str, step: int, stage_end: bool) -> Checkpoint:
-    """Index a checkpoint the engine wrote, and drop rows of the ones it pruned."""
+    """Index a checkpoint the engine wrote, and drop rows of the ones it pruned (and, with
+    shared storage, their copies in the store)."""
     size = sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
     ckpt, _ = Checkpoint.objects.update_or_create(
         run_id=stage_run.run_id,
         step=step,
         defaults={"stage_run": stage_run, "path": path, "stage_end": stage_end, "size_bytes": size},
     )
-    for old in Checkpoint.objects.filter(run_id=stage_run.run_id, stage_end=False).exclude(
-        pk=ckpt.pk
-    ):
-        if not Path(old.path).exists():
-            old.delete()
+    pruned = checkpoints_pruned(newest=ckpt)
+    Checkpoint.objects.filter(pk__in=[c.pk for c in pruned]).delete()
+    transaction.on_commit(lambda: checkpoints_unstore(pruned))
     transaction.on_commit(lambda: run_event(stage_run.run_id, "checkpoint", step=step))
     return ckpt
 

@@ -66,6 +66,10 @@ OUT_OF_SCOPE = {
     "accounts/logout/": "acts only on the caller's own session",
     "vendor/plotly-": "plotly.js from the installed package: a public static asset, no data",
     "^api(?:/|$)": "the JSON 404 for /api/ URLs no endpoint matched: nothing behind it",
+    "healthz": "liveness for load balancers: public, says only 'ok' (tests/webapp/test_ops.py)",
+    "readyz": "readiness for orchestrators: public, only check names and reasons "
+    "(tests/webapp/test_ops.py)",
+    "metrics": "Prometheus: its scrape token or staff only (tests/webapp/test_ops.py)",
 }
 
 # ------------------------------------------------------------------ team A's objects

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import copy
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -118,3 +120,39 @@ def cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
         text=True,
         timeout=timeout,
     )
+
+
+def metric_rows(out: Path) -> list[tuple[str, int, float]]:
+    """(key, step, value) of OUT/metrics.jsonl, sorted; each (key, step) must occur once."""
+    from trainers.sinks import read_jsonl
+
+    rows = [(r["key"], r["step"], r["value"]) for r in read_jsonl(out / "metrics.jsonl")]
+    keys = [(k, s) for k, s, _ in rows]
+    assert len(keys) == len(set(keys)), "duplicated (key, step)"
+    return sorted(rows)
+
+
+def kill_run_at(plan_file: Path, out: Path, step: int, timeout: float = 60) -> None:
+    """Start `python -m trainers run PLAN --out OUT` and SIGKILL it as soon as its
+    metrics.jsonl holds the train/loss of ``step`` (or later; or after ``timeout`` s)."""
+    from trainers.sinks import read_jsonl
+
+    env = {**os.environ, "STAGEWISE_TORCH_THREADS": "1"}
+    args = ["run", str(plan_file), "--out", str(out), "--no-progress"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "trainers", *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    metrics = out / "metrics.jsonl"
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if metrics.exists() and any(
+            r["key"] == "train/loss" and r["step"] >= step for r in read_jsonl(metrics)
+        ):
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()

@@ -1,15 +1,10 @@
 """SIGKILL a real `python -m trainers run` mid-stage, resume it, compare with a clean run."""
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 
 import pytest
 
-from tests.trainers.helpers import ROOT, cli, lm_plan
+from tests.trainers.helpers import cli, kill_run_at, lm_plan, metric_rows
 from trainers.checkpoints import list_checkpoints
 from trainers.sinks import read_jsonl
 
@@ -27,13 +22,6 @@ def _plan() -> dict:
     return plan
 
 
-def _rows(out):
-    rows = [(r["key"], r["step"], r["value"]) for r in read_jsonl(out / "metrics.jsonl")]
-    keys = [(k, s) for k, s, _ in rows]
-    assert len(keys) == len(set(keys)), "duplicated (key, step)"
-    return sorted(rows)
-
-
 @pytest.mark.slow
 def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path):
     f = tmp_path / "plan.json"
@@ -42,30 +30,14 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path):
     r = cli("run", str(f), "--out", str(ref), "--no-progress")
     assert r.returncode == 0, r.stderr
 
-    env = {**os.environ, "STAGEWISE_TORCH_THREADS": "1"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "trainers", "run", str(f), "--out", str(killed), "--no-progress"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    kill_run_at(f, killed, KILL_AT)
     metrics = killed / "metrics.jsonl"
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        if metrics.exists() and any(
-            r["key"] == "train/loss" and r["step"] >= KILL_AT for r in read_jsonl(metrics)
-        ):
-            break
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
     steps = [c.step for c in list_checkpoints(killed)]
     assert max(steps) < 90, f"run finished stage 1 before the kill: {steps}"
     assert max(r["step"] for r in read_jsonl(metrics)) < 90
 
     r = cli("run", str(f), "--out", str(killed), "--resume", "--no-progress")
     assert r.returncode == 0, r.stderr
-    got, want = _rows(killed), _rows(ref)
+    got, want = metric_rows(killed), metric_rows(ref)
     assert got == want  # bit-identical values, each (key, step) exactly once
     assert [s for k, s, _ in got if k == "train/loss"] == list(range(1, 101))

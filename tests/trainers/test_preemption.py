@@ -57,3 +57,20 @@ def test_a_cancel_writes_no_extra_checkpoint(tmp_path):
         run_stage(plan, 1, tmp_path, MemorySink(), control=StopAt(2, preempted=False))
     assert not isinstance(info.value, StagePreempted)
     assert info.value.step == 14 and 14 not in [c.step for c in list_checkpoints(tmp_path)]
+
+
+def test_a_lone_mid_stage_checkpoint_resumes_without_the_earlier_stage_end(tmp_path):
+    """A fork from a checkpoint inside stage 1 gets only that checkpoint in its directory."""
+    import shutil
+
+    plan = validate_plan(lm_plan())
+    ref = MemorySink()
+    run_plan(plan, tmp_path / "ref", ref)
+    fork = tmp_path / "fork" / "checkpoints"
+    fork.mkdir(parents=True)
+    shutil.copytree(tmp_path / "ref" / "checkpoints" / "step-00000020", fork / "step-00000020")
+    sink = MemorySink()
+    result = run_stage(plan, 1, tmp_path / "fork", sink)
+    assert result.completed and result.resumed_from == 20
+    after = sorted((p.key, p.step, p.value) for p in ref.all_points if p.stage == 1 and p.step > 20)
+    assert _rows(sink) == after

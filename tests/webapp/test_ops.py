@@ -7,6 +7,7 @@ import io
 import json
 import logging
 import logging.config
+import os
 
 import pytest
 from django.conf import settings
@@ -23,7 +24,7 @@ pytestmark = pytest.mark.django_db
 def test_healthz_answers_without_the_database(django_assert_num_queries):
     with django_assert_num_queries(0):
         r = Client().get("/healthz")
-    assert r.status_code == 200 and r.json() == {"status": "ok"}
+    assert r.status_code == 200 and r.json() == {"status": "ok", "process": os.getpid()}
     assert Client().post("/healthz").status_code == 405
 
 
@@ -56,11 +57,13 @@ def _scrape(client: Client, **headers) -> dict[str, dict]:
     return out
 
 
-def test_metrics_count_queues_stages_points_and_runs(monkeypatch):
-    monkeypatch.setattr("runs.selectors.workers._ask_workers", lambda timeout: {"w1@h": ["q"]})
-    from django.core.cache import cache
+def test_metrics_count_queues_stages_points_and_runs():
+    from runs.services.workers import worker_announce, worker_stopped
 
-    cache.delete("stagewise:workers-active-queues")
+    facts = {"host": "h", "pid": 1, "queues": ["q"], "devices": [], "memory_bytes": None}
+    worker_announce(name="w1@h", facts={**facts, "version": "x"})
+    worker_announce(name="w2@h", facts={**facts, "version": "x"})
+    worker_stopped(name="w2@h")
     q1, q2 = f.QueueFactory(name="q-busy"), f.QueueFactory(name="q-idle")
     waiting = f.RunFactory(queue=q1, state="queued")
     f.StageRunFactory(run=waiting, stage_index=0, state=StageState.QUEUED)
@@ -78,7 +81,8 @@ def test_metrics_count_queues_stages_points_and_runs(monkeypatch):
     assert m["stagewise_running_stages"][()] == 1
     assert m["stagewise_points_stored_total"][()] == 200
     assert m["stagewise_runs"][(("state", "queued"),)] == 1
-    assert m["stagewise_workers"][()] == 1 and m["stagewise_broker_up"][()] == 1
+    assert m["stagewise_workers"][(("state", "online"),)] == 1
+    assert m["stagewise_workers"][(("state", "stopped"),)] == 1
     assert m["stagewise_websocket_clients"][()] == 0
 
 

@@ -10,7 +10,8 @@ builtin:arithmetic  generated problems (prompt "37+58=", answer "95"; trainers/d
 builtin:docstring_prefs  (prompt, chosen, rejected) from the docstring pairs
                     (trainers/data/preferences.py)
 file:/abs/x.txt     documents separated by blank lines
-file:/abs/x.jsonl   one object per line: text_field, or prompt_field/response_field
+file:/abs/x.jsonl   one object per line: text_field, or prompt_field/response_field (and a
+                    numeric quality field for a subset by field: source_quality)
 file:/abs/x.parquet the same fields as columns
 
 Held-out membership is a function of a stable key (topic/file/function name, or the row
@@ -22,6 +23,7 @@ from __future__ import annotations
 import ast
 import functools
 import json
+import math
 import sysconfig
 import zlib
 from dataclasses import dataclass
@@ -138,7 +140,9 @@ def _docstrings() -> list[tuple[str, tuple[str, str]]]:
     return pairs
 
 
-def _read_rows(spec: SourceSpec, path: str) -> list[dict]:
+def _read_rows(spec: SourceSpec, path: str, quality: str | None = None) -> list[dict]:
+    """The records of a .jsonl/.parquet file, each with the spec's string fields (and the
+    numeric ``quality`` field, when given: a subset by field)."""
     p = Path(path)
     if not p.is_file():
         raise DataError(f"file not found: {path}")
@@ -161,15 +165,22 @@ def _read_rows(spec: SourceSpec, path: str) -> list[dict]:
         import pyarrow.parquet as pq
 
         table = pq.read_table(p)
-        missing = [f for f in fields if f not in table.column_names]
+        wanted = fields + ([quality] if quality else [])
+        missing = [f for f in wanted if f not in table.column_names]
         if missing:
             raise DataError(f"{path}: no column {missing[0]!r}")
-        rows = table.select(fields).to_pylist()
+        rows = table.select(wanted).to_pylist()
     for n, r in enumerate(rows):
         for f in fields:
             if not isinstance(r.get(f), str):
                 raise DataError(f"{path}: row {n} has no string field {f!r}")
+        if quality and not _finite_number(r.get(quality)):
+            raise DataError(f"{path}: row {n} has no numeric field {quality!r}")
     return rows
+
+
+def _finite_number(v: object) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def load_source(spec: SourceSpec, split: str) -> Examples:
@@ -215,6 +226,17 @@ def load_source(spec: SourceSpec, split: str) -> Examples:
         ]
         return Pairs(_split(keyed, split))
     return Texts(_split([(str(i), r[spec.text_field]) for i, r in enumerate(rows)], split))
+
+
+def source_quality(spec: SourceSpec, split: str, field: str) -> np.ndarray:
+    """The numeric ``field`` of each example of a .jsonl/.parquet source and split, aligned
+    with load_source's examples: the score of a subset by field (higher is better)."""
+    path = spec.file_path
+    if path is None or path.endswith(".txt"):
+        raise DataError(f"{spec.source}: plain text has no field {field!r}")
+    rows = _read_rows(spec, path, quality=field)
+    keyed = [(str(i), float(r[field])) for i, r in enumerate(rows)]
+    return np.array(_split(keyed, split), dtype=np.float64)
 
 
 def tokenizer_texts(ex: Examples) -> list[str]:

@@ -48,6 +48,17 @@ def _port_free(host: str, port: int) -> bool:
     return True
 
 
+def web_processes(given: int | None) -> int:
+    """How many web server processes ``up`` runs: sized to the machine unless given."""
+    if given is None:
+        given = int(os.environ.get("STAGEWISE_WEB_PROCESSES") or 0) or None
+    if given is None:
+        given = min(4, max(2, (os.cpu_count() or 2) // 2))
+    if given < 1:
+        raise CommandError("--web-processes must be at least 1")
+    return given
+
+
 class Command(BaseCommand):
     help = (
         "Start Stagewise on this machine: database, web server, a training worker, the control "
@@ -60,6 +71,13 @@ class Command(BaseCommand):
         parser.add_argument("--demo", action="store_true", help="submit a demo run on start")
         parser.add_argument(
             "--no-worker", action="store_true", help="web server only: no workers, no scheduler"
+        )
+        parser.add_argument(
+            "--web-processes",
+            type=int,
+            default=None,
+            help="HTTP/websocket server processes (default: $STAGEWISE_WEB_PROCESSES, else "
+            "half the CPU cores, at least 2 and at most 4)",
         )
         parser.add_argument(
             "--queues",
@@ -112,9 +130,8 @@ class Command(BaseCommand):
         def child(name: str, cmd: list[str]) -> None:
             services.append(Child(name, cmd, env))
 
-        child(
-            "web", [py, "-m", "webapp.web", "-b", host, "-p", str(port), "webapp.asgi:application"]
-        )
+        web = [py, "-m", "webapp.web", "--processes", str(web_processes(opts["web_processes"]))]
+        child("web", [*web, "-b", host, "-p", str(port), "webapp.asgi:application"])
         if not opts["no_worker"]:
             # Without --queues the worker is named as an all-queue worker, so queues created
             # later are added to it (runs/services/queues.py); with --queues it keeps them.

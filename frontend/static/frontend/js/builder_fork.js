@@ -1,7 +1,9 @@
 // The fork page: the builder on a run's plan, its stages up to the checkpoint's shown as
 // inherited (read-only), the later ones editable; what differs from the parent is listed
 // before submitting; the submit POSTs the later stages to /api/runs/<id>/fork/ and opens the
-// new run.
+// new run. With picked checkpoints to merge (the lineage page's merge action: data.merge) the
+// later stages are one new stage, a copy of the checkpoint's stage that starts from their
+// average (init_merge).
 import { errorLines, postJSON } from "./api.js";
 import { h, pageData, replaceChildren } from "./dom.js";
 import { createBuilder } from "./builder_core.js";
@@ -13,6 +15,21 @@ const parentLater = data.plan.stages.slice(keep);
 const status = document.getElementById("fork-status");
 const queueSel = document.getElementById("fork-queue");
 for (const q of data.queues) queueSel.append(h("option", { value: q, selected: q === data.run.queue || undefined }, q));
+
+// The plan the builder opens: the parent's, or for a merge its stages up to the checkpoint's
+// and a merge stage (the checkpoint's stage with a fresh name, without growth).
+function startingPlan() {
+  const merge = data.merge || [];
+  if (merge.length === 0) return data.plan;
+  const kept = data.plan.stages.slice(0, keep);
+  const names = new Set(kept.map((s) => s.name));
+  let name = "merge";
+  for (let k = 2; names.has(name); k += 1) name = `merge-${k}`;
+  const stage = { ...JSON.parse(JSON.stringify(data.plan.stages[keep - 1])), name };
+  delete stage.grow;
+  stage.init_merge = merge.map((m) => ({ run: m.run, step: m.step, weight: m.weight }));
+  return { ...data.plan, stages: [...kept, stage] };
+}
 
 // Every leaf of a value as dotted path -> JSON text ("optimizer.lr" -> "0.003").
 function leaves(value, prefix = "", out = {}) {
@@ -54,7 +71,7 @@ let checker = null;
 const builder = createBuilder({
   schema: data.schema,
   sources: { builtin: data.builtin_sources, datasets: data.datasets },
-  plan: data.plan,
+  plan: startingPlan(),
   planForm: document.getElementById("plan-form"),
   stagesRoot: document.getElementById("stages"),
   firstEditable: keep,

@@ -10,7 +10,11 @@ import { lineTraces, PALETTE, prefixTraces } from "./run_traces.js";
 
 const STAGE_FILL = ["rgba(47,111,222,0.06)", "rgba(228,87,46,0.06)", "rgba(23,163,152,0.07)", "rgba(243,167,18,0.08)"];
 
-// Stage bands, boundary lines (named boundary-i) and stage names; toX maps a step to x.
+const GROW_COLOR = "#8e44ad";
+
+// Stage bands, boundary lines (named boundary-i) and stage names; toX maps a step to x. A
+// stage with a `grow` label (the model grown at its start) gets its boundary in GROW_COLOR and
+// the label beside it (an annotation named grow-i).
 export function stageShapes(stages, toX = (s) => s) {
   const shapes = [];
   const annotations = [];
@@ -20,11 +24,16 @@ export function stageShapes(stages, toX = (s) => s) {
     shapes.push({ type: "rect", xref: "x", yref: "paper", x0, x1, y0: 0, y1: 1,
       fillcolor: STAGE_FILL[i % STAGE_FILL.length], line: { width: 0 }, layer: "below" });
     if (i < stages.length - 1) {
+      const color = stages[i + 1].grow ? GROW_COLOR : "#5b6575";
       shapes.push({ type: "line", xref: "x", yref: "paper", x0: x1, x1, y0: 0, y1: 1,
-        line: { color: "#5b6575", width: 1.5, dash: "dash" }, name: `boundary-${i}` });
+        line: { color, width: 1.5, dash: "dash" }, name: `boundary-${i}` });
     }
     annotations.push({ xref: "x", yref: "paper", x: toX((st.start_step + st.end_step) / 2), y: 1.02,
       text: st.name, showarrow: false, font: { size: 11, color: "#5b6575" }, yanchor: "bottom" });
+    if (st.grow) {
+      annotations.push({ xref: "x", yref: "paper", x: x0, y: 0.98, text: st.grow, showarrow: false,
+        xanchor: "left", yanchor: "top", font: { size: 10, color: GROW_COLOR }, name: `grow-${i}` });
+    }
   });
   return { shapes, annotations };
 }

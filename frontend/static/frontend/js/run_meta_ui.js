@@ -2,7 +2,8 @@
 // finished run (DELETE /api/runs/{id}/, after a confirm). Notes are Markdown rendered on the
 // server with raw HTML escaped (GET /api/runs/{id}/notes/); the page still keeps only an
 // allowlist of tags and attributes from that HTML, parsed in an inert document, before showing
-// it (defence in depth: nothing the author typed becomes a tag or a handler).
+// it (defence in depth: nothing the author typed becomes a tag or a handler). The run's plan
+// (from the same GET) names the stages that grow the model: growthLabels.
 import { deleteJSON, getJSON, patchJSON } from "./api.js";
 import { h, replaceChildren } from "./dom.js";
 import { errorText } from "./run_summary_ui.js";
@@ -45,6 +46,7 @@ export class RunMeta {
 
   async load() {
     const run = await getJSON(this.url);
+    this.plan = run.plan; // null: a free-form run
     this.tags = run.tags;
     this._renderTags();
     await this._loadNotes();
@@ -135,6 +137,24 @@ export class RunMeta {
     const view = this.el("notes-view");
     replaceChildren(view, notes ? safeNotes(html) : [h("p", { class: "muted" }, "No notes yet.")]);
   }
+}
+
+const SIZE_LAYERS = { tiny: 2, small: 4, base: 6 }; // trainers/plan.py SIZES
+
+// Per stage of a plan: the label of the growth at its start ("grown ×2 (identity, 2 → 4
+// layers)") or null. Layer counts only where the plan gives them (n_layer or a size; not for a
+// model.path).
+export function growthLabels(plan) {
+  const model = (plan && plan.model) || {};
+  let layers = model.n_layer ?? (model.path ? null : SIZE_LAYERS[model.size || "tiny"] ?? null);
+  return ((plan && plan.stages) || []).map((st) => {
+    if (!st.grow) return null;
+    const factor = st.grow.factor ?? 2;
+    const before = layers;
+    layers = layers === null ? null : layers * factor;
+    const counts = before === null ? "" : `, ${before} → ${layers} layers`;
+    return `grown ×${factor} (${st.grow.method}${counts})`;
+  });
 }
 
 // The delete button: shown to members once the run is finished; a 409 (forks of it exist)

@@ -16,7 +16,7 @@ import { renderEventList, renderFailure, renderForks } from "./run_events_ui.js"
 import { gapAnnotations, renderGapTable } from "./run_gaps_ui.js";
 import { LrLawPanel } from "./run_lr_law.js";
 import { MetricChoices } from "./run_metrics_ui.js";
-import { bindDelete, RunMeta } from "./run_meta_ui.js";
+import { bindDelete, growthLabels, RunMeta } from "./run_meta_ui.js";
 import { parentPrefix, RunSeries } from "./run_series.js";
 import { connectRun } from "./run_socket.js";
 import { EventLog, isFinished, showError, SummaryView } from "./run_summary_ui.js";
@@ -49,6 +49,8 @@ function chartFor(key) {
 let summary = null;
 let timeline = null; // the last GET .../events/
 let parentSeries = null; // a fork's parent points up to the fork step: key -> {steps, values}
+let growth = []; // per stage index: the label of the model's growth at its start, or null
+let paramsShown = false;
 const log = new EventLog($("events"));
 const summaryView = new SummaryView({ canWrite: data.can_write, log });
 const lrLaw = new LrLawPanel(runId, { onError: showError });
@@ -107,6 +109,24 @@ function updateCards() {
     if (on) card.querySelectorAll(".js-plotly-plot").forEach((d) => Plotly.Plots.resize(d));
   }
   $("charts").hidden = !Object.values(show).some(Boolean);
+  showParams();
+}
+
+// The stages on every chart, each grown one with its growth label at its boundary.
+function drawStages() {
+  if (!summary) return;
+  const stages = summary.stages.map((s) => ({ ...s, grow: growth[s.index] || null }));
+  for (const c of Object.values(charts)) c.setStages(stages);
+}
+
+// A run that grows its model shows `model/params` in the "more metrics" chart (once: the
+// picker stays the user's).
+function showParams() {
+  if (paramsShown || !growth.some(Boolean) || !metrics.other.querySelector('option[value="model/params"]')) return;
+  paramsShown = true;
+  if (metrics.other.value === "model/params") return;
+  metrics.other.value = "model/params";
+  switchMetric(charts.other);
 }
 
 async function switchMetric(chart) {
@@ -131,7 +151,7 @@ async function loadSummary() {
   if (sig !== lastStagesSig) {
     lastStagesSig = sig;
     axes.setStages(summary.stages);
-    for (const c of Object.values(charts)) c.setStages(summary.stages);
+    drawStages();
     tools.forEach((t) => t.refresh());
   }
   const states = JSON.stringify([summary.state, summary.stages.map((s) => s.state), summary.checkpoints.length]);
@@ -212,7 +232,11 @@ $("cancel-run").addEventListener("click", async () => {
 
 loadSummary();
 loadParentPrefix();
-meta.load().catch(showError);
+meta.load().then(() => {
+  growth = growthLabels(meta.plan);
+  drawStages();
+  showParams();
+}).catch(showError);
 analysis.load().catch(showError);
 // The socket carries points, analysis and events; the summary (progress, ETA, checkpoints) is
 // polled.
