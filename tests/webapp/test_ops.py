@@ -25,7 +25,9 @@ def test_healthz_answers_without_the_database(django_assert_num_queries):
     with django_assert_num_queries(0):
         r = Client().get("/healthz")
     assert r.status_code == 200 and r.json() == {"status": "ok", "process": os.getpid()}
-    assert Client().post("/healthz").status_code == 405
+    strict = Client(enforce_csrf_checks=True)
+    assert strict.post("/healthz").status_code == 405
+    assert strict.delete("/readyz").status_code == 405
 
 
 def test_readyz_checks_postgres_redis_and_migrations():
