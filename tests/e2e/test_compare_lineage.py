@@ -71,6 +71,10 @@ def test_compare_groups_by_tag_draws_boundaries_and_diffs_only_what_differs(page
     base = stack["server"].url
     login(page, stack)
     requests: list[str] = []
+
+    # the runs list the login landed on fetches its sparklines (also /api/series/): let it
+    # finish before counting the compare page's requests
+    page.wait_for_load_state("networkidle")
     page.on("request", lambda r: requests.append(r.url) if "/api/" in r.url else None)
     page.goto(f"{base}/compare/?runs={a1.pk},{a2.pk},{b.pk}&keys=train/loss")
     _wait_chart(page, "d.data.length === 3")
