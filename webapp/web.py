@@ -18,6 +18,7 @@ Content-Length (chunked) keep daphne's path and are bounded by the JSON parser.
 
 from __future__ import annotations
 
+import argparse
 import json
 import socket
 import sys
@@ -89,23 +90,12 @@ def _listening_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _option(argv: list[str], *names: str, default: str | None = None) -> str | None:
-    for i, a in enumerate(argv):
-        if a in names and i + 1 < len(argv):
-            return argv[i + 1]
-    return default
-
-
-def _without(argv: list[str], *names: str) -> list[str]:
-    out, skip = [], False
-    for a in argv:
-        if skip:
-            skip = False
-        elif a in names:
-            skip = True
-        else:
-            out.append(a)
-    return out
+def _take(argv: list[str], *specs: tuple[tuple[str, ...], type, object]):
+    """The options ``specs`` ((flags, type, default)) out of ``argv``, and the rest."""
+    parser = argparse.ArgumentParser(add_help=False)
+    for flags, kind, default in specs:
+        parser.add_argument(*flags, type=kind, default=default)
+    return parser.parse_known_args(argv)
 
 
 def serve_processes(argv: list[str], processes: int) -> None:
@@ -115,10 +105,9 @@ def serve_processes(argv: list[str], processes: int) -> None:
 
     from webapp.supervisor import Child, Supervisor
 
-    host = _option(argv, "-b", "--bind", default="127.0.0.1")
-    port = int(_option(argv, "-p", "--port", default="8000"))
+    where, rest = _take(argv, (("-b", "--bind"), str, "127.0.0.1"), (("-p", "--port"), int, 8000))
+    host, port = where.bind, where.port
     sock = _listening_socket(host, port)
-    rest = _without(argv, "-b", "--bind", "-p", "--port", "--processes")
     cmd = [sys.executable, "-m", "webapp.web", "--fd", str(sock.fileno()), *rest]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     fds = [sock.fileno()]
@@ -137,10 +126,9 @@ def serve_processes(argv: list[str], processes: int) -> None:
 
 
 def main(argv: list[str]) -> None:
-    processes = int(_option(argv, "--processes", default="1"))
-    if processes > 1:
-        return serve_processes(argv, processes)
-    argv = _without(argv, "--processes")
+    ours, argv = _take(argv, (("--processes",), int, 1))
+    if ours.processes > 1:
+        return serve_processes(argv, ours.processes)
     import django
 
     django.setup()  # the limits are settings
