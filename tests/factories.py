@@ -149,3 +149,15 @@ def api_token_for(user, team, **kw) -> str:
     kw.setdefault("name", "test token")
     _, key = token_create(user=user, team=team, **kw)
     return key
+
+
+def checkpoint_on_disk(run, step: int, stage_index: int, root) -> models.Checkpoint:
+    """A stage-end checkpoint row of ``run`` whose folder holds a (placeholder) model
+    config: enough for the server's checks of `run:` references and merges, no weights."""
+    path = root / f"ckpt-{run.pk}-{step}"
+    (path / "model").mkdir(parents=True)
+    (path / "model" / "config.json").write_text("{}")
+    sr = run.stage_runs.get(stage_index=stage_index)
+    return models.Checkpoint.objects.create(
+        run=run, stage_run=sr, step=step, path=str(path), stage_end=True
+    )

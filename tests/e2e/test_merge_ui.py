@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import re
 import uuid
-from pathlib import Path
 
 import pytest
 
-from runs.models import Checkpoint, Run
+from runs.models import Run
 from runs.services.runs import run_fork, run_submit
 from tests import factories as f
 from tests.e2e.conftest import ARTIFACTS, login
@@ -39,23 +38,14 @@ def stack(transactional_db, tmp_path):
     server.stop()
 
 
-def _checkpoint(run: Run, step: int, stage_index: int, root: Path) -> Checkpoint:
-    path = root / f"ckpt-{run.pk}-{step}"
-    (path / "model").mkdir(parents=True)
-    (path / "model" / "config.json").write_text("{}")
-    sr = run.stage_runs.get(stage_index=stage_index)
-    return Checkpoint.objects.create(run=run, stage_run=sr, step=step, path=str(path),
-                                     stage_end=True)  # fmt: skip
-
-
 @pytest.mark.e2e
 @pytest.mark.slow
 def test_merge_two_forks_from_the_lineage_page(page, stack, tmp_path):
     plan = {"name": "merge-ui", "model": MODEL, "stages": [_stage("base"), _stage("tune")]}
     base = run_submit(team=stack["team"], queue=stack["queue"], plan=plan, name="base")
-    at3 = _checkpoint(base, 3, 0, tmp_path)
+    at3 = f.checkpoint_on_disk(base, 3, 0, tmp_path)
     forks = [run_fork(checkpoint=at3, name=f"fork-{k}") for k in (1, 2)]
-    ends = [_checkpoint(fk, 6, 1, tmp_path) for fk in forks]
+    ends = [f.checkpoint_on_disk(fk, 6, 1, tmp_path) for fk in forks]
     login(page, stack)
     page.goto(f"{stack['server'].url}/runs/{forks[0].pk}/lineage/")
     picks = page.locator('input[name="merge-pick"]')

@@ -44,15 +44,6 @@ def _merge(*refs: tuple[int, int], weight: float = 0.5) -> list[dict]:
     return [{"run": run, "step": step, "weight": weight} for run, step in refs]
 
 
-def _fake_checkpoint(run: Run, step: int, stage_index: int, root: Path) -> Checkpoint:
-    path = root / f"ckpt-{run.pk}-{step}"
-    (path / "model").mkdir(parents=True)
-    (path / "model" / "config.json").write_text("{}")
-    sr = run.stage_runs.get(stage_index=stage_index)
-    return Checkpoint.objects.create(run=run, stage_run=sr, step=step, path=str(path),
-                                     stage_end=True)  # fmt: skip
-
-
 @pytest.fixture
 def family(db, tmp_path):
     """Team A's run (stages end at 3 and 6) with two forks from its step 3, each with its
@@ -62,9 +53,9 @@ def family(db, tmp_path):
     user = f.UserFactory()
     f.MembershipFactory(user=user, team=team)
     base = run_submit(team=team, queue=queue, plan=_plan(_stage("s0", 3), _stage("s1", 3)))
-    at3 = _fake_checkpoint(base, 3, 0, tmp_path)
+    at3 = f.checkpoint_on_disk(base, 3, 0, tmp_path)
     forks = [run_fork(checkpoint=at3, name=f"fork-{k}") for k in (1, 2)]
-    ends = [_fake_checkpoint(fk, 6, 1, tmp_path) for fk in forks]
+    ends = [f.checkpoint_on_disk(fk, 6, 1, tmp_path) for fk in forks]
     return {"team": team, "queue": queue, "user": user, "base": base, "at3": at3,
             "forks": forks, "ends": ends, "api": f.api_client_for(team),
             "api_other": f.api_client_for(other)}  # fmt: skip
@@ -148,7 +139,7 @@ def test_the_lineage_page_draws_both_edges_and_the_fork_page_prefills_the_merge(
         (e2.pk, 0.5),
     ]
     # a fork of the merged run after its merge stage does not merge again
-    at8 = _fake_checkpoint(run, 8, 2, Path(e1.path).parent / "x")
+    at8 = f.checkpoint_on_disk(run, 8, 2, Path(e1.path).parent / "x")
     again = run_fork(checkpoint=at8, stages=[_stage("after", 2)])
     assert not again.merge_parents.exists()
     c = Client()
