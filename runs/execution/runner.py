@@ -22,7 +22,7 @@ from runs.services.stages import (
     stage_preempted,
     stage_succeeded,
 )
-from runs.services.stored_files import checkpoints_fetch_for_stage
+from runs.services.stored_files import checkpoints_fetch_for_stage, checkpoints_unstore_unindexed
 from trainers.distributed import device_capacity
 from trainers.engine import run_stage
 from trainers.events import StageCanceled, StagePreempted
@@ -73,6 +73,7 @@ def _execute(stage_run_id: int, token: str) -> str:
             local = plan_for_engine(stored, run.plan, team=run.team)
             plan = validate_plan(local, check_files=True)
             checkpoints_drop_unindexed(run=run, out_dir=run_dir(run))
+            checkpoints_unstore_unindexed(run)  # shared storage: what a killed worker left
             checkpoints_fetch_for_stage(run)  # shared storage: what the stage continues from
             run_stage(plan, sr.stage_index, run_dir(run), sink, control=hb)
             if not sink.close():

@@ -106,6 +106,27 @@ def checkpoints_fetch_for_stage(run: Run) -> None:
             store.get_dir(checkpoint_key(run, name), local)
 
 
+def checkpoints_unstore_unindexed(run: Run) -> list[str]:
+    """Before a stage starts: delete the run's checkpoint folders in the store that have no
+    row (a worker killed while uploading one, or while deleting a pruned one, leaves its
+    files behind). A fork's copied starting checkpoint is kept. Returns the names deleted."""
+    store = configured_store()
+    if store is None:
+        return []
+    keep = {Path(p).name for p in run.checkpoints.values_list("path", flat=True)}
+    if run.fork_checkpoint_id:
+        keep.add(Path(run.fork_checkpoint.path).name)
+    prefix = store.path(f"{run_key(run)}/{CKPT_DIR}")
+    try:
+        names = {Path(p).name for p in store.fs.ls(prefix, detail=False, refresh=True)}
+    except FileNotFoundError:
+        return []
+    dropped = sorted(names - keep)
+    for name in dropped:
+        store.delete(checkpoint_key(run, name))
+    return dropped
+
+
 def checkpoint_available(ckpt: Checkpoint) -> bool:
     """Whether the checkpoint's files still exist (here, or in the store)."""
     if configured_store() is None:

@@ -206,6 +206,34 @@ def test_checkpoints_are_stored_and_pruned_by_keep_last(shared, django_capture_o
 
 
 @pytest.mark.django_db
+def test_folders_a_killed_worker_left_in_the_store_are_deleted_before_the_next_stage(shared):
+    from runs.selectors.run_files import run_dir
+    from runs.services.stored_files import checkpoint_key, checkpoints_unstore_unindexed
+
+    parent = f.StageRunFactory()
+    start = _engine_checkpoint(run_dir(parent.run), 20, stage_end=True)
+    shared.put_dir(start, checkpoint_key(parent.run, start.name))
+    fork = f.StageRunFactory(
+        run=f.RunFactory(
+            parent=parent.run,
+            fork_checkpoint=f.CheckpointFactory(stage_run=parent, step=20, path=str(start)),
+        )
+    )
+    run = fork.run
+    shared.copy_dir(checkpoint_key(parent.run, start.name), checkpoint_key(run, start.name))
+    kept = _engine_checkpoint(run_dir(run), 30)
+    shared.put_dir(kept, checkpoint_key(run, kept.name))
+    f.CheckpointFactory(stage_run=fork, step=30, path=str(kept))
+    # killed mid-upload (no manifest), and killed mid-delete of a pruned one (row gone)
+    shared.fs.pipe_file(shared.path(f"{checkpoint_key(run, 'step-00000040')}/meta.json"), b"{}")
+    gone = _engine_checkpoint(run_dir(run), 10)
+    shared.put_dir(gone, checkpoint_key(run, gone.name))
+    assert checkpoints_unstore_unindexed(run) == ["step-00000010", "step-00000040"]
+    assert _stored_checkpoints(shared, run) == {"step-00000020", "step-00000030"}
+    assert checkpoints_unstore_unindexed(run) == []
+
+
+@pytest.mark.django_db
 def test_a_fork_copies_the_checkpoint_inside_the_store(shared, settings, tmp_path):
     from runs.selectors.run_files import run_dir
     from runs.services.stored_files import (
