@@ -1,12 +1,16 @@
 """Batched, idempotent metric ingest (DESIGN.md "Metrics: the hot path").
 
-One batch = one transaction. The batch's series rows are created if needed and locked (so
-concurrent batches of one series queue up instead of rebuilding rollups from each other's
-uncommitted points); the points go into a temporary table with a binary COPY and from there
-into ``runs_metricpoint``:
+One batch = one transaction. The batch's series rows are created if needed and locked in one
+statement (so concurrent batches of one series queue up instead of rebuilding rollups from
+each other's uncommitted points). A small batch of new steps only (a live run logging every
+step: the common case, ``ARRAY_POINTS`` points at most) is then stored by one more round trip
+that reads the points and their rollups from array parameters; any other batch goes into a
+temporary table with a binary COPY and from there into ``runs_metricpoint``. A live batch
+costs three round trips in all (the upsert, the store, the commit) instead of ten: under load
+every round trip is a wait for a busy CPU, so their number, not the rows, sets the latency.
 
-* a series whose points in this batch all come after its stored ``last_step`` (a live run,
-  the common case) takes a plain INSERT, and its rollup buckets are aggregated from the batch
+* a series whose points in this batch all come after its stored ``last_step`` takes a plain
+  INSERT, and its rollup buckets are aggregated from the batch
   (``append_rollups``) and merged into the stored ones (min, max, count, later last point);
 * any other series (a re-sent or out-of-order point) takes INSERT .. ON CONFLICT (series_id,
   step) DO UPDATE -- a re-sent point replaces, never duplicates -- and its touched buckets
@@ -108,20 +112,33 @@ def _rebuild_rollups_sql(level: int) -> str:
 
 _REBUILD_ROLLUPS = [_rebuild_rollups_sql(level) for level in range(ROLLUP_LEVELS)]
 
+ARRAY_POINTS = 2_000  # up to this many points of new steps: arrays, not COPY (see above)
+
+_POINTS_FROM_ARRAYS = """unnest(%(p_sid)s::bigint[], %(p_step)s::bigint[],
+    %(p_value)s::float8[], %(p_time)s::float8[]) AS p(series_id, step, value, wall_time)"""
+_ROLLUPS_FROM_ARRAYS = """unnest(%(r_sid)s::bigint[], %(r_level)s::bigint[],
+    %(r_bucket)s::bigint[], %(r_min)s::float8[], %(r_max)s::float8[], %(r_last_step)s::bigint[],
+    %(r_last_value)s::float8[], %(r_count)s::bigint[])
+    AS t(series_id, level, bucket, min_value, max_value, last_step, last_value, count)"""
+
 _MERGE_ROLLUPS = """
 INSERT INTO runs_seriesrollup AS r
     (series_id, level, bucket, min_value, max_value, last_step, last_value, count)
 SELECT series_id, level, bucket, min_value, max_value, last_step, last_value, count
-FROM ingest_rollups
+FROM {src}
 ON CONFLICT (series_id, level, bucket) DO UPDATE SET
     min_value = LEAST(r.min_value, EXCLUDED.min_value),
     max_value = GREATEST(r.max_value, EXCLUDED.max_value),
     last_step = EXCLUDED.last_step, last_value = EXCLUDED.last_value,
     count = r.count + EXCLUDED.count"""
 
-_LOCK_SERIES = """
-SELECT id, key, last_step FROM runs_series WHERE run_id = %s AND key = ANY(%s)
-ORDER BY id FOR UPDATE"""
+# Creates the missing series and locks them all (ON CONFLICT DO UPDATE locks the row it
+# finds, as FOR UPDATE would), in key order so that concurrent batches cannot deadlock.
+_UPSERT_LOCK_SERIES = """
+INSERT INTO runs_series AS s (run_id, key, count)
+SELECT %s, k, 0 FROM unnest(%s::text[]) AS k ORDER BY k
+ON CONFLICT (run_id, key) DO UPDATE SET key = EXCLUDED.key
+RETURNING s.id, s.key, s.last_step"""
 
 
 def ingest_points(
@@ -140,24 +157,24 @@ def ingest_points(
         return 0
     batch = batch_from_points(points, time.time(), step_range)
     with transaction.atomic(), connection.cursor() as cur:
-        cur.execute(_TMP if settings.STAGEWISE_INGEST_SYNC_COMMIT else _TMP + ";" + _ASYNC_COMMIT)
+        sync = settings.STAGEWISE_INGEST_SYNC_COMMIT
         cur.execute(
-            """INSERT INTO runs_series (run_id, key, count)
-               SELECT %s, k, 0 FROM unnest(%s::text[]) AS k
-               ON CONFLICT (run_id, key) DO NOTHING""",
-            [run_id, batch.keys],
+            _UPSERT_LOCK_SERIES + ("" if sync else ";" + _ASYNC_COMMIT), [run_id, batch.keys]
         )
-        cur.execute(_LOCK_SERIES, [run_id, batch.keys])
         stored = {key: (sid, last) for sid, key, last in cur.fetchall()}
         ids = np.array([stored[k][0] for k in batch.keys], dtype=np.int64)
         series_id = ids[batch.code]
-        with cur.copy("COPY ingest_points FROM STDIN (FORMAT BINARY)") as copy:
-            copy.write(copy_binary([series_id, batch.step, batch.value, batch.time]))
         appended, replaced = _split_appended(batch, stored, ids)
-        if appended:
-            _store_appended(cur, batch, series_id, appended, replaced)
-        if replaced:
-            _store_replaced(cur, replaced)
+        if replaced or len(batch) > ARRAY_POINTS:
+            cur.execute(_TMP)
+            with cur.copy("COPY ingest_points FROM STDIN (FORMAT BINARY)") as copy:
+                copy.write(copy_binary([series_id, batch.step, batch.value, batch.time]))
+            if appended:
+                _store_appended(cur, batch, series_id, appended, replaced)
+            if replaced:
+                _store_replaced(cur, replaced)
+        else:
+            _store_appended_from_arrays(cur, batch, series_id)
         from runs.services.analysis import analysis_ingest
 
         per_key = batch.per_key()
@@ -193,26 +210,60 @@ def _store_appended(cur, batch: Batch, series_id, appended: list[int], replaced:
     rollups = append_rollups(series_id[mask], batch.step[mask], batch.value[mask])
     with cur.copy("COPY ingest_rollups FROM STDIN (FORMAT BINARY)") as copy:
         copy.write(copy_binary(rollups.columns()))
-    cur.execute(_MERGE_ROLLUPS)
+    cur.execute(_MERGE_ROLLUPS.format(src="ingest_rollups"))
+    cur.execute(_UPDATE_TOTALS, _series_totals(batch, series_id, appended))
+
+
+_UPDATE_TOTALS = """
+UPDATE runs_series s
+   SET first_step = COALESCE(s.first_step, u.first_step), last_step = u.last_step,
+       count = s.count + u.n
+  FROM unnest(%(t_id)s::bigint[], %(t_first)s::bigint[], %(t_last)s::bigint[], %(t_n)s::bigint[])
+       AS u(id, first_step, last_step, n)
+ WHERE s.id = u.id"""
+
+_STORE_FROM_ARRAYS = ";".join(
+    [
+        "INSERT INTO runs_metricpoint (series_id, step, value, wall_time)"
+        f" SELECT series_id, step, value, wall_time FROM {_POINTS_FROM_ARRAYS}",
+        _MERGE_ROLLUPS.format(src=_ROLLUPS_FROM_ARRAYS),
+        _UPDATE_TOTALS,
+    ]
+)
+
+
+def _store_appended_from_arrays(cur, batch: Batch, series_id: np.ndarray) -> None:
+    """A small batch of new steps only: its points, rollups and totals in one round trip
+    (three statements, their rows as array parameters)."""
+    rollups = append_rollups(series_id, batch.step, batch.value)
+    r = rollups.columns()
+    every = np.unique(series_id).tolist()
     cur.execute(
-        """UPDATE runs_series s
-              SET first_step = COALESCE(s.first_step, u.first_step), last_step = u.last_step,
-                  count = s.count + u.n
-             FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[])
-                  AS u(id, first_step, last_step, n)
-            WHERE s.id = u.id""",
-        _series_totals(batch, series_id, appended),
+        _STORE_FROM_ARRAYS,
+        {
+            "p_sid": series_id.tolist(),
+            "p_step": batch.step.tolist(),
+            "p_value": batch.value.tolist(),
+            "p_time": batch.time.tolist(),
+            **dict(zip(_ROLLUP_PARAMS, (c.tolist() for c in r), strict=True)),
+            **_series_totals(batch, series_id, every),
+        },
     )
 
 
-def _series_totals(batch: Batch, series_id: np.ndarray, only: list[int]) -> list[list[int]]:
+_ROLLUP_PARAMS = ("r_sid", "r_level", "r_bucket", "r_min", "r_max", "r_last_step",
+                  "r_last_value", "r_count")  # fmt: skip
+
+
+def _series_totals(batch: Batch, series_id: np.ndarray, only: list[int]) -> dict[str, list]:
     starts = batch.starts
     sids = series_id[starts[:-1]]
     keep = np.isin(sids, only)
     first = batch.step[starts[:-1]][keep]
     last = batch.step[starts[1:] - 1][keep]
     n = np.diff(starts)[keep]
-    return [sids[keep].tolist(), first.tolist(), last.tolist(), n.tolist()]
+    return {"t_id": sids[keep].tolist(), "t_first": first.tolist(), "t_last": last.tolist(),
+            "t_n": n.tolist()}  # fmt: skip
 
 
 def _store_replaced(cur, replaced: list[int]) -> None:
