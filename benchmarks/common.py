@@ -207,8 +207,9 @@ class Subprocs:
         self.procs.append(proc)
         return proc, log
 
-    def daphne(self) -> str:
-        """Stagewise's ASGI app under daphne, attached to the same DB/Redis. Returns base URL."""
+    def daphne(self, processes: int = 1) -> str:
+        """Stagewise's ASGI app under daphne, attached to the same DB/Redis (``processes`` > 1:
+        the multi-process web tier, ``python -m webapp.web --processes N``). Returns base URL."""
         from django.conf import settings
 
         from tests.workers import test_database_url
@@ -222,8 +223,9 @@ class Subprocs:
             "LOG_LEVEL": "ERROR",
             "PYTHONUNBUFFERED": "1",
         }
-        cmd = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port)]
-        proc, log = self._start("daphne", [*cmd, "webapp.asgi:application"], env)
+        server = ["webapp.web", "--processes", str(processes)] if processes > 1 else ["daphne"]
+        cmd = [sys.executable, "-m", *server, "-b", "127.0.0.1", "-p", str(port)]
+        proc, log = self._start(f"web-{processes}", [*cmd, "webapp.asgi:application"], env)
         url = f"http://127.0.0.1:{port}"
         wait_http(url + "/api/", 60, proc, log)
         return url

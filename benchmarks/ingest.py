@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 import time
 from dataclasses import dataclass
 
@@ -106,6 +107,67 @@ class Results:
     before_h: tuple[int, int]
     after_h: tuple[int, int]
     mlflow: float | None = None
+    concurrent: dict[str, Concurrent] | None = None  # web tier -> the concurrent case
+
+
+@dataclass
+class Concurrent:
+    """Many writers at once: aggregate points/s, request latency, points lost."""
+
+    points_per_s: float
+    p50_ms: float
+    p99_ms: float
+    lost: int
+
+
+def bench_concurrent(base: str, writers: int, batches: int, batch: int) -> Concurrent:
+    """``writers`` threads, each posting ``batches`` batches of ``batch`` points to a run of
+    its own at once (bodies encoded beforehand: the server is measured, not the client)."""
+    import threading
+
+    import httpx
+
+    runs = [make_run(f"bench-conc-{i}") for i in range(writers)]
+    bodies = [
+        json.dumps(
+            {"points": [{"key": k, "step": s, "value": v, "time": t} for k, s, v, t in rows]}
+        )
+        for rows in make_batches(batches, batch)
+    ]
+    latencies: list[float] = []
+    accepted = [0] * writers
+    start = threading.Barrier(writers + 1)
+
+    def write(i: int) -> None:
+        run, token = runs[i]
+        headers = {"Authorization": f"Token {token}", "Content-Type": "application/json"}
+        with httpx.Client(headers=headers, timeout=120) as client:
+            client.get(f"{base}/api/runs/{run.pk}/")  # connection up before the clock starts
+            start.wait()
+            for body in bodies:
+                t0 = time.perf_counter()
+                r = client.post(f"{base}/api/runs/{run.pk}/metrics/", content=body)
+                latencies.append(time.perf_counter() - t0)
+                r.raise_for_status()
+                accepted[i] += r.json()["accepted"]
+
+    threads = [threading.Thread(target=write, args=(i,)) for i in range(writers)]
+    for t in threads:
+        t.start()
+    start.wait()
+    t0 = time.perf_counter()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - t0
+    expected = batches * (batch // len(KEYS)) * len(KEYS)
+    stored = sum(point_counts(run.pk)[0] for run, _ in runs)
+    lat = sorted(x * 1000 for x in latencies)
+    return Concurrent(
+        points_per_s=sum(accepted) / elapsed,
+        p50_ms=lat[len(lat) // 2],
+        p99_ms=lat[min(len(lat) - 1, round(0.99 * (len(lat) - 1)))],
+        lost=writers * expected - stored,
+    )
 
 
 def parse_args() -> argparse.Namespace:
@@ -114,6 +176,12 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--batches", type=int, default=30, help="timed batches per Stagewise path")
     ap.add_argument("--mlflow-points", type=int, default=100_000, help="points logged to MLflow")
     ap.add_argument("--no-mlflow", action="store_true")
+    ap.add_argument("--writers", type=int, default=20, help="concurrent writers (0: skip)")
+    ap.add_argument("--writer-batches", type=int, default=10, help="batches per writer")
+    ap.add_argument("--writer-batch", type=int, default=1_000, help="points per writer batch")
+    ap.add_argument(
+        "--web-processes", type=int, default=os.cpu_count() or 2, help="multi-process web tier"
+    )
     ap.add_argument(
         "--no-freeze", action="store_true", help="leave the input batches to the garbage collector"
     )
@@ -177,6 +245,18 @@ def report(args: argparse.Namespace, r: Results) -> None:
         f"{MLFLOW_MAX_METRICS_PER_BATCH:,}\n"
     )
     print(table(rows, ("path", "points/s", "target", "met", "ratio")))
+    if r.concurrent:
+        print(
+            f"\nconcurrent: {args.writers} writers x {args.writer_batches} batches of "
+            f"{args.writer_batch:,} points, each to a run of its own\n"
+        )
+        one = r.concurrent["1 daphne process"].points_per_s
+        crows = [
+            (tier, f"{c.points_per_s:,.0f}", f"{c.p50_ms:.0f}", f"{c.p99_ms:.0f}", str(c.lost),
+             ratio(c.points_per_s, one))
+            for tier, c in r.concurrent.items()
+        ]  # fmt: skip
+        print(table(crows, ("web tier", "points/s", "p50 ms", "p99 ms", "lost", "vs 1 process")))
     print(
         f"\nrow counts (points, rollup rows) direct run: before re-ingest {r.before}, after "
         f"{r.after}; HTTP run: before {r.before_h}, after {r.after_h}"
@@ -190,7 +270,15 @@ def main() -> None:
     setup_django()
     procs = Subprocs()
     try:
-        results = bench_stagewise(procs.daphne(), args)
+        single = procs.daphne()
+        results = bench_stagewise(single, args)
+        if args.writers:
+            many = procs.daphne(processes=args.web_processes)
+            tiers = {"1 daphne process": single, f"{args.web_processes} processes": many}
+            results.concurrent = {
+                tier: bench_concurrent(url, args.writers, args.writer_batches, args.writer_batch)
+                for tier, url in tiers.items()
+            }
         # MLflow's server is started only now: on a small machine its background work would
         # otherwise take CPU from the Stagewise measurements.
         if not args.no_mlflow:
