@@ -58,3 +58,31 @@ def request_guard(get_response):
             return refused if refused is not None else get_response(request)
 
     return middleware
+
+
+class DatabaseOutage:
+    """PostgreSQL unreachable (restarting, failed over): a 503 with Retry-After, JSON under
+    /api/, instead of the 500 page, so that clients (the CLI, the HF callback, scripts) know
+    to retry and nothing reads as a bug. Nothing was written: the request's transaction, if
+    any, never committed."""
+
+    RETRY_AFTER_S = 5
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        return self.get_response(request)
+
+    def process_exception(self, request, exception):
+        from django.db import InterfaceError, OperationalError
+
+        if not isinstance(exception, OperationalError | InterfaceError):
+            return None
+        detail = "the database is unavailable; retry in a few seconds"
+        if is_api(request):
+            response = JsonResponse({"detail": detail}, status=503)
+        else:
+            response = HttpResponse(detail, status=503, content_type="text/plain")
+        response["Retry-After"] = str(self.RETRY_AFTER_S)
+        return response

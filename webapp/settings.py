@@ -212,7 +212,7 @@ STAGEWISE_MAX_UPLOAD_BYTES = env.int("STAGEWISE_MAX_UPLOAD_BYTES", default=200 *
 # JSON bodies nested deeper than this are a 400 (plan validators recurse).
 STAGEWISE_MAX_JSON_DEPTH = env.int("STAGEWISE_MAX_JSON_DEPTH", default=64)
 # Before any view: a query parameter with NUL is a 400, an /api/ body over the limit a 413.
-MIDDLEWARE = [*MIDDLEWARE, "runs.middleware.request_guard"]
+MIDDLEWARE = [*MIDDLEWARE, "runs.middleware.request_guard", "runs.middleware.DatabaseOutage"]
 
 
 def _redis_db_url(url: str, db: int) -> str:
