@@ -135,6 +135,8 @@ def _wait(cond, timeout: float, what: str, cluster: Cluster):
     raise AssertionError(f"timed out waiting for {what}\n{cluster.logs()}")
 
 
+WEB = ("web", "webapp.web", "--processes", "2", "-b", "127.0.0.1", "-p")  # + port, app
+
 # A token for the bootstrapped admin, and the second queue: what an admin does in /admin/.
 SETUP = """
 from django.contrib.auth import get_user_model
@@ -172,10 +174,7 @@ def _up(cluster: Cluster) -> str:
     out = cluster.run("manage.py", "bootstrap")  # a second start changes nothing
     assert "First start" not in out
     token = cluster.run("manage.py", "shell", "-c", SETUP).strip().splitlines()[-1]
-    cluster.start(
-        "web", "webapp.web", "--processes", "2", "-b", "127.0.0.1", "-p", str(cluster.port),
-        "webapp.asgi:application",
-    )  # fmt: skip
+    cluster.start(*WEB, str(cluster.port), "webapp.asgi:application")
     cluster.start("scheduler", "celery", "-A", "webapp", "beat", "--loglevel", "INFO",
                   "-s", str(cluster.tmp / "celerybeat-schedule"))  # fmt: skip
     cluster.worker("control", "stagewise-control")
@@ -253,10 +252,52 @@ def _status(cluster: Cluster, token: str, path: str) -> tuple[int, str]:
         return err.code, err.headers.get("Content-Type", "")
 
 
-def test_redis_then_postgres_killed_and_restarted_mid_stage_lose_no_step(cluster):
-    """Each server SIGKILLed mid-stage and started again 5 s later (same data dir, same
-    address): the run finishes and every train step of every stage is stored exactly once;
-    while Postgres is down the API answers a JSON 503, not a 500."""
+class Page:
+    """The run page in Chromium, logged in as the bootstrapped admin, and the times at which
+    its websocket received point pushes."""
+
+    def __init__(self, pw, cluster: Cluster, run_id: int):
+        from tests.e2e.conftest import CHROMIUM, CHROMIUM_ARGS
+
+        self.browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        self.page = self.browser.new_page()
+        self.page.set_default_timeout(60_000)
+        self.pushes: list[float] = []
+
+        def frame(payload) -> None:
+            if isinstance(payload, str) and '"run.points"' in payload:
+                self.pushes.append(time.monotonic())
+
+        self.page.on("websocket", lambda ws: ws.on("framereceived", frame))
+        self.page.goto(cluster.url + "/accounts/login/")
+        self.page.fill("input[name=username]", "admin")
+        self.page.fill("input[name=password]", cluster.env["STAGEWISE_ADMIN_PASSWORD"])
+        self.page.click("button[type=submit]")
+        self.page.wait_for_url(cluster.url + "/")
+        self.page.goto(f"{cluster.url}/runs/{run_id}/")
+
+    def pushed_since(self, t: float) -> bool:
+        self.page.wait_for_timeout(200)  # let Playwright deliver the frames it holds
+        return any(x > t for x in self.pushes)
+
+    def chart_steps(self) -> list[int]:
+        return self.page.evaluate(
+            """() => { const c = window.stagewiseCharts && window.stagewiseCharts.train;
+               if (!c || !c.index.has('train/loss')) return [];
+               return Array.from(c.div.data[c.index.get('train/loss')].x); }"""
+        )
+
+
+def test_redis_postgres_and_the_web_tier_killed_mid_stage_lose_nothing(cluster):
+    """With the run page open in a browser, Redis, then Postgres, then the whole web tier are
+    SIGKILLed mid-stage and started again a few seconds later (same data dirs, addresses and
+    port). The run finishes; every train step of every stage is stored exactly once; while
+    Postgres is down the API answers a JSON 503, not a 500; after each outage the page
+    receives live pushes again; and the page's loss curve ends with every step once."""
+    import signal
+
+    from playwright.sync_api import sync_playwright
+
     from webapp.embedded import ensure_postgres, ensure_redis
 
     token = _up(cluster)
@@ -269,27 +310,49 @@ def test_redis_then_postgres_killed_and_restarted_mid_stage_lose_no_step(cluster
     def steps() -> list[int]:
         return _api(cluster, token, series)["series"].get("train/loss", {}).get("steps", [])
 
-    _wait(lambda: len(steps()) >= 15, 180, "stage 1 to pass step 15", cluster)
-    _kill_redis(cluster)
-    time.sleep(5)
-    ensure_redis(cluster.servers)
-    before = len(steps())
-    _wait(lambda: len(steps()) >= before + 10, 180, "training to go on after Redis", cluster)
+    def progressed(what: str, by: int = 8) -> None:
+        before = len(steps())
+        _wait(lambda: len(steps()) >= before + by, 180, f"training to go on after {what}", cluster)
 
-    _kill_postgres(cluster)
-    time.sleep(1)
-    status, kind = _status(cluster, token, f"/api/runs/{run['id']}/")
-    assert (status, kind) == (503, "application/json"), (status, kind)
-    time.sleep(4)
-    ensure_postgres(cluster.servers)
+    with sync_playwright() as pw:
+        page = Page(pw, cluster, run["id"])
+        try:
+            _wait(lambda: len(steps()) >= 12, 180, "stage 1 to pass step 12", cluster)
+            _kill_redis(cluster)
+            time.sleep(5)
+            ensure_redis(cluster.servers)
+            back = time.monotonic()
+            progressed("Redis")
+            _wait(lambda: page.pushed_since(back), 60, "pushes after Redis came back", cluster)
 
-    def finished():
-        state = _api(cluster, token, f"/api/runs/{run['id']}/")["state"]
-        return state if state in ("succeeded", "failed", "cancelled") else None
+            _kill_postgres(cluster)
+            time.sleep(1)
+            status, kind = _status(cluster, token, f"/api/runs/{run['id']}/")
+            assert (status, kind) == (503, "application/json"), (status, kind)
+            time.sleep(4)
+            ensure_postgres(cluster.servers)
+            back = time.monotonic()
+            progressed("Postgres")
+            _wait(lambda: page.pushed_since(back), 60, "pushes after Postgres came back", cluster)
 
-    assert _wait(finished, 300, "the run to finish", cluster) == "succeeded", cluster.logs()
-    assert steps() == list(range(1, 91)), cluster.logs()
-    counts = json.loads(
-        cluster.run("manage.py", "shell", "-c", COUNTS % [run["id"]]).splitlines()[-1]
-    )
-    assert counts[str(run["id"])]["dupes"] == 0
+            web = cluster.procs.pop("web")
+            os.killpg(web.pid, signal.SIGKILL)
+            web.wait(10)
+            time.sleep(2)
+            cluster.start(*WEB, str(cluster.port), "webapp.asgi:application")
+            _wait(lambda: _ready(cluster), 90, "the web tier to come back", cluster)
+            back = time.monotonic()
+            _wait(lambda: page.pushed_since(back), 90, "pushes after the web restart", cluster)
+
+            def finished():
+                state = _api(cluster, token, f"/api/runs/{run['id']}/")["state"]
+                return state if state in ("succeeded", "failed", "cancelled") else None
+
+            assert _wait(finished, 300, "the run to finish", cluster) == "succeeded"
+            assert steps() == list(range(1, 91)), cluster.logs()
+            _wait(lambda: page.chart_steps() == list(range(1, 91)), 60, "the chart", cluster)
+        finally:
+            page.page.screenshot(path=str(cluster.tmp / "run-page.png"))
+            page.browser.close()
+    raw = cluster.run("manage.py", "shell", "-c", COUNTS % [run["id"]])
+    assert json.loads(raw.splitlines()[-1])[str(run["id"])]["dupes"] == 0
