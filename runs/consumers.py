@@ -12,7 +12,9 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 log = logging.getLogger(__name__)
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_FORBIDDEN = 4403
-CLOSE_TRY_AGAIN = 1013  # RFC 6455 "Try Again Later": the browser reconnects with backoff
+# RFC 6455 has 1013 "Try Again Later", but daphne (autobahn) may only send 1000 or 3000-4999:
+# 4013 says the same in the application range. The browser reconnects with backoff.
+CLOSE_TRY_AGAIN = 4013
 _open = 0  # joined connections of this process (the /metrics websocket gauge)
 
 
@@ -30,7 +32,7 @@ def _outage_errors() -> tuple[type[BaseException], ...]:
 class RetryOnOutage:
     """ASGI middleware for websockets: when Postgres or Redis is away while a connection is
     being set up (the session and user lookup, the access check, joining the group), the
-    client gets close code 1013 "try again later" instead of a refused handshake (403) or a
+    client gets close code 4013 "try again later" instead of a refused handshake (403) or a
     4401/4403 that would stop it from reconnecting."""
 
     def __init__(self, inner):
@@ -48,7 +50,7 @@ class RetryOnOutage:
         try:
             return await self.inner(scope, receive, tracking_send)
         except _outage_errors():
-            log.warning("websocket set-up failed on an outage: 1013", exc_info=True)
+            log.warning("websocket set-up failed on an outage: 4013", exc_info=True)
             if not accepted:
                 await send({"type": "websocket.accept"})
             await send({"type": "websocket.close", "code": CLOSE_TRY_AGAIN})

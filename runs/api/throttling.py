@@ -4,10 +4,17 @@ counts. Over the rate, DRF answers 429 with Retry-After.
 
 Two scopes, rates in REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"] (README "Configuration"):
 ``ingest`` for metric batches (POST /api/runs/{id}/metrics/, sent many a second by a training
-client), ``user`` for every other request."""
+client), ``user`` for every other request.
+
+Redis away (restarting, failed over): the request goes through uncounted, with a warning in
+the log. Postgres, which answers the request, is up; refusing every API call (a 500, as it was)
+because a counter cannot be read would turn a cache outage into an API outage."""
 
 from __future__ import annotations
 
+import logging
+
+import redis
 from django.core.exceptions import ImproperlyConfigured
 from rest_framework.settings import api_settings
 from rest_framework.throttling import SimpleRateThrottle
@@ -16,6 +23,7 @@ from runs.models import ApiToken
 
 # URL names (runs/api/urls.py) counted in the ``ingest`` scope when POSTed to.
 INGEST_URL_NAMES = frozenset({"api-run-metrics"})
+log = logging.getLogger(__name__)
 
 
 def is_ingest(request) -> bool:
@@ -47,7 +55,11 @@ class _PerTokenRateThrottle(SimpleRateThrottle):
     def allow_request(self, request, view) -> bool:
         if not self.applies_to(request):
             return True
-        return super().allow_request(request, view)
+        try:
+            return super().allow_request(request, view)
+        except redis.RedisError as exc:
+            log.warning("rate limit not checked, the cache (Redis) is unavailable: %s", exc)
+            return True
 
 
 class ApiUserThrottle(_PerTokenRateThrottle):

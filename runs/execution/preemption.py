@@ -44,4 +44,8 @@ def preemption_requested() -> bool:
     child). Reads Redis: call it from the heartbeat thread, not per training step."""
     if _requested.is_set():
         return True
-    return bool(cache.get_many([_key(os.getpid()), _key(os.getppid())]))
+    try:
+        return bool(cache.get_many([_key(os.getpid()), _key(os.getppid())]))
+    except Exception:  # Redis away: not asked now. Raising would skip the lease renewal.
+        log.debug("could not read the shutdown flag", exc_info=True)
+        return False

@@ -1,4 +1,4 @@
-"""A websocket set up while Postgres or Redis is away gets close code 1013 ("try again
+"""A websocket set up while Postgres or Redis is away gets close code 4013 ("try again
 later", which the run page retries with backoff), not a refused handshake or a 44xx code that
 would stop it from reconnecting."""
 

@@ -19,7 +19,7 @@ import { MetricChoices } from "./run_metrics_ui.js";
 import { bindDelete, growthLabels, RunMeta } from "./run_meta_ui.js";
 import { parentPrefix, RunSeries } from "./run_series.js";
 import { connectRun } from "./run_socket.js";
-import { EventLog, isFinished, showError, SummaryView } from "./run_summary_ui.js";
+import { clearNetworkError, EventLog, isFinished, showError, SummaryView } from "./run_summary_ui.js";
 
 const data = pageData();
 const runId = data.id;
@@ -147,6 +147,7 @@ async function loadSummary() {
   try {
     summary = await getJSON(`/api/ui/runs/${runId}/`);
   } catch (e) { showError(e); return; }
+  clearNetworkError();
   const sig = JSON.stringify(summary.stages.map((s) => [s.start_step, s.end_step, s.name]));
   if (sig !== lastStagesSig) {
     lastStagesSig = sig;
@@ -207,7 +208,10 @@ function onEvent(msg) {
 let firstOpen = true;
 const socket = connectRun(runId, {
   onOpen: () => series.sync(async () => {
-    if (firstOpen) { firstOpen = false; await series.fullLoad(); updateCards(); } else analysis.load().catch(showError); // pushes missed while away
+    if (firstOpen) { firstOpen = false; await series.fullLoad(); updateCards(); } else {
+      analysis.load().catch(showError); // pushes missed while away
+      loadSummary(); // and what changed meanwhile (this also clears a "did not answer" line)
+    }
     await series.catchUp(); // a reconnect: everything after the last drawn step
   }),
   onMessage: (msg) => series.receive(msg),

@@ -1,6 +1,6 @@
 // One websocket per run page. After a drop it reconnects with exponential backoff and jitter,
 // capped, so that the pages of a restarted server do not all come back in the same instant;
-// the backoff resets once the server says hello (1013 "try again later", sent while the
+// the backoff resets once the server says hello (4013 "try again later", sent while the
 // database or Redis is away, is retried like a drop). A 44xx close code means "not allowed" and
 // stops reconnecting. `opens` and `reconnects` count connections (read by the browser tests:
 // an idle page must keep its one socket).

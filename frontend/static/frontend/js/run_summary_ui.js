@@ -12,8 +12,23 @@ export function errorText(e) {
   return errorLines(e).map(([k, m]) => (k ? `${k}: ${m}` : m)).join("; ");
 }
 
+// fetch() rejects with a TypeError when no answer came at all (a server restarting, a
+// network outage): said as such, and cleared by the next answer (clearNetworkError).
+function isNetworkError(e) {
+  return e instanceof TypeError && /fetch|network/i.test(e.message);
+}
+
 export function showError(e) {
-  document.getElementById("run-error").textContent = e instanceof ApiError ? errorText(e) : String(e);
+  const el = document.getElementById("run-error");
+  const network = isNetworkError(e);
+  el.textContent = e instanceof ApiError ? errorText(e)
+    : network ? "The server did not answer (restarting or unreachable); retrying." : String(e);
+  el.dataset.network = network ? "1" : "";
+}
+
+export function clearNetworkError() {
+  const el = document.getElementById("run-error");
+  if (el.dataset.network === "1") { el.textContent = ""; el.dataset.network = ""; }
 }
 
 export class EventLog {
