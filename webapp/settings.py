@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import environ
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 env = environ.Env()
@@ -284,6 +285,10 @@ CHANNEL_LAYERS = {
                     "address": REDIS_URL,
                     "socket_timeout": CHANNEL_REDIS_SOCKET_TIMEOUT,
                     "socket_connect_timeout": 5,
+                    # After Redis restarts, the pool's idle connections are dead: retry a
+                    # command once on a new one instead of failing the first group_add or
+                    # push of every process (a page's reconnect then waited a backoff step).
+                    "retry_on_error": [RedisConnectionError],
                 }
             ],
             # Sized so live pushes are not dropped under the benchmark load (DESIGN.md).

@@ -13,7 +13,8 @@ export function errorText(e) {
 }
 
 // fetch() rejects with a TypeError when no answer came at all (a server restarting, a
-// network outage): said as such, and cleared by the next answer (clearNetworkError).
+// network outage): said as such, and cleared by the next answer (clearNetworkError). A 503
+// (the database away; runs/middleware.py) passes the same way.
 function isNetworkError(e) {
   return e instanceof TypeError && /fetch|network/i.test(e.message);
 }
@@ -23,7 +24,7 @@ export function showError(e) {
   const network = isNetworkError(e);
   el.textContent = e instanceof ApiError ? errorText(e)
     : network ? "The server did not answer (restarting or unreachable); retrying." : String(e);
-  el.dataset.network = network ? "1" : "";
+  el.dataset.network = network || (e instanceof ApiError && e.status === 503) ? "1" : "";
 }
 
 export function clearNetworkError() {
