@@ -11,8 +11,9 @@ dropped with a log line instead of blocking the buffer.
 from __future__ import annotations
 
 import logging
+import time
 
-from django.db import close_old_connections
+from django.db import InterfaceError, OperationalError, close_old_connections, connection
 
 from runs.models import StageRun
 from runs.services.ingest import IngestError, IngestPoint
@@ -55,8 +56,11 @@ class DjangoSink(BaseSink):
             raise RuntimeError(f"could not store metrics up to step {info.step}; not indexing it")
         # With shared storage, uploaded before it is indexed: every row is in the store.
         checkpoint_publish(run=self.stage_run.run, path=info.path)
-        checkpoint_record(
-            stage_run=self.stage_run, path=info.path, step=info.step, stage_end=info.stage_end
+        _retried_on_outage(
+            lambda: checkpoint_record(
+                stage_run=self.stage_run, path=info.path, step=info.step, stage_end=info.stage_end
+            ),
+            what=f"indexing the checkpoint at step {info.step}",
         )
 
     def stage_finished(self, stage_index: int, end_step: int) -> None:
@@ -92,3 +96,20 @@ class DjangoSink(BaseSink):
                 close_old_connections()  # a broken connection is replaced on the retry
                 raise
             return
+
+
+def _retried_on_outage(fn, *, what: str, timeout: float = STORE_TIMEOUT):
+    """``fn()`` on the training thread's connection, retried on a new one while Postgres is
+    away. The points went through the flusher thread's own connection; this thread's may have
+    died in an outage since its last query (a restarted server), and Django notices only when
+    the next query fails: that used to fail the stage. ``fn`` must be idempotent."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return fn()
+        except (OperationalError, InterfaceError) as exc:
+            if time.monotonic() > deadline:
+                raise
+            log.warning("%s: the database is unavailable (%s); retrying", what, exc)
+            connection.close()  # the next query opens a new connection
+            time.sleep(1.0)
